@@ -1,0 +1,30 @@
+# Fresh machine: `make demo` or `make test` (each installs into .venv first).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	touch $(STAMP)
+
+demo: install
+	$(PY) benchmarks/demo.py
+
+test: install
+	$(PY) -m pytest -n 2 --dist loadfile -q
+
+test-fast: install
+	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow"
+
+bench: install
+	$(PY) benchmarks/cutest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

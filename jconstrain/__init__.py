@@ -1,0 +1,23 @@
+"""jconstrain: constrained optimisation in JAX.
+
+    import jconstrain as jc
+    problem = jc.Problem(objective=f, eq=h, ineq=g, bounds=(lower, upper))
+    sol = jc.solve(problem, x0, jc.Penalty())
+"""
+
+from jconstrain.problem import Problem
+from jconstrain.solution import Multipliers, Solution, Stats, Status
+from jconstrain.solve import solve
+from jconstrain.solvers import AbstractSolver, Penalty
+
+__all__ = [
+    "AbstractSolver",
+    "Multipliers",
+    "Penalty",
+    "Problem",
+    "Solution",
+    "Stats",
+    "Status",
+    "solve",
+]
+__version__ = "0.1.0"

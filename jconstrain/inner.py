@@ -1,0 +1,110 @@
+"""Unconstrained inner minimisation with an optax optimiser, as one `lax.while_loop`.
+
+Penalty and augmented-Lagrangian solvers minimise a smooth merit function
+m(z) (their subproblem) approximately at every outer iteration:
+
+    z_{k+1} = z_k + u_k,   u_k = optimizer.update(∇m(z_k), ...),
+
+until ||∇m(z)||_∞ <= tol, the optimiser makes no move, a non-finite value appears,
+or `max_steps` iterations pass. Line-search optimisers such as `optax.lbfgs()`
+receive `value`, `grad` and `value_fn` as extra arguments, and their cached value and
+gradient are reused.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Bool, Float, Int
+
+
+class InnerResult(eqx.Module):
+    """Where the inner minimisation stopped."""
+
+    z: Float[Array, " n"]
+    value: Float[Array, ""]
+    grad: Float[Array, " n"]
+    iterations: Int[Array, ""]
+    evaluations: Int[Array, ""]
+    nonfinite: Bool[Array, ""]
+
+
+def default_optimizer() -> optax.GradientTransformationExtraArgs:
+    """L-BFGS (memory 10) with optax's zoom line search (strong Wolfe)."""
+    return optax.lbfgs()
+
+
+def _caches_value(optimizer: optax.GradientTransformation, z0: Array) -> bool:
+    """Whether the optimiser's state stores the value and gradient it last computed."""
+    state = jax.eval_shape(optimizer.init, z0)
+    try:
+        return (
+            optax.tree.get(state, "value", default=None) is not None
+            and optax.tree.get(state, "grad", default=None) is not None
+        )
+    except (KeyError, ValueError):
+        return False
+
+
+def minimise(
+    fn: Callable[[Array], Array],
+    z0: Float[Array, " n"],
+    optimizer: optax.GradientTransformation,
+    max_steps: int,
+    tol: Float[Array, ""],
+) -> InnerResult:
+    """Approximately minimise `fn` from z0 (see the module docstring)."""
+    optimizer = optax.with_extra_args_support(optimizer)
+    cached = _caches_value(optimizer, z0)
+    value_and_grad = optax.value_and_grad_from_state(fn) if cached else None
+
+    def evaluate(z, opt_state):
+        if cached:
+            return value_and_grad(z, state=opt_state)
+        return jax.value_and_grad(fn)(z)
+
+    def linesearch_evaluations(opt_state) -> Array:
+        try:
+            steps = optax.tree.get(opt_state, "num_linesearch_steps", default=None)
+        except (KeyError, ValueError):
+            steps = None
+        return jnp.asarray(0 if steps is None else steps, jnp.int32)
+
+    opt_state = optimizer.init(z0)
+    value, grad = jax.value_and_grad(fn)(z0)
+
+    def small(grad):
+        return jnp.max(jnp.abs(grad), initial=0.0) <= tol
+
+    def cond(carry):
+        k, z, _, value, grad, moved, _, bad = carry
+        return (k < max_steps) & ~small(grad) & moved & ~bad
+
+    def body(carry):
+        k, z, opt_state, value, grad, _, evals, _ = carry
+        updates, new_state = optimizer.update(grad, opt_state, z, value=value, grad=grad, value_fn=fn)
+        z_new = optax.apply_updates(z, updates)
+        value_new, grad_new = evaluate(z_new, new_state)
+        bad = ~(jnp.isfinite(value_new) & jnp.all(jnp.isfinite(grad_new)) & jnp.all(jnp.isfinite(z_new)))
+        moved = jnp.any(z_new != z)
+        keep = lambda new, old: jnp.where(bad, old, new)
+        evals = evals + 1 + linesearch_evaluations(new_state)
+        return (
+            k + 1,
+            keep(z_new, z),
+            jax.tree_util.tree_map(keep, new_state, opt_state),
+            keep(value_new, value),
+            keep(grad_new, grad),
+            moved,
+            evals,
+            bad,
+        )
+
+    one = jnp.asarray(1, jnp.int32)
+    carry = (jnp.asarray(0, jnp.int32), z0, opt_state, value, grad, jnp.asarray(True), one, jnp.asarray(False))
+    k, z, _, value, grad, _, evals, bad = jax.lax.while_loop(cond, body, carry)
+    return InnerResult(z=z, value=value, grad=grad, iterations=k, evaluations=evals, nonfinite=bad)

@@ -1,0 +1,110 @@
+"""What a solve returns: `Solution`, its `Status` codes, `Multipliers` and `Stats`.
+
+Every field of a `Solution` describes the returned point `sol.x`. Statuses are data
+(int32 arrays), never exceptions, so that a `jax.vmap`-ed batch reports each member's
+own outcome.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int, PyTree
+
+
+class Status(enum.IntEnum):
+    """Outcome of a solve. `jc.Status(int(sol.status))` names a status code.
+
+    - CONVERGED: stationary (to `opt_tol`) and feasible (to `viol_tol`).
+    - MAX_STEPS: the iteration budget ran out first.
+    - STALLED: no further progress possible (line search failed, step below `step_tol`).
+    - INFEASIBLE: stationary for the constraint violation while still infeasible
+      (or bounds with lower > upper).
+    - UNBOUNDED: the objective diverges to -inf on feasible points.
+    - NONFINITE: NaN/Inf met with no finite way on (or a non-finite x0).
+    """
+
+    CONVERGED = 0
+    MAX_STEPS = 1
+    STALLED = 2
+    INFEASIBLE = 3
+    UNBOUNDED = 4
+    NONFINITE = 5
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS = {
+    Status.CONVERGED: "converged: stationary and feasible to tolerance",
+    Status.MAX_STEPS: "stopped: the maximum number of steps was reached",
+    Status.STALLED: "stalled: no progress possible (line search or step tolerance)",
+    Status.INFEASIBLE: "infeasible: stationary for the violation while infeasible",
+    Status.UNBOUNDED: "unbounded: the objective decreases without bound on feasible points",
+    Status.NONFINITE: "non-finite: NaN or Inf met with no finite way on",
+}
+
+
+def status_name(code: int) -> str:
+    """The name of a status code, or `UNKNOWN(code)` for a code outside `Status`."""
+    try:
+        return Status(int(code)).name
+    except ValueError:
+        return f"UNKNOWN({int(code)})"
+
+
+class Multipliers(eqx.Module):
+    """Lagrange multipliers at `sol.x`, unscaled, for L = f + eq·λ + ineq·ν + bound terms.
+
+    `eq` and `ineq` are shaped like the outputs of `problem.eq` / `problem.ineq`
+    (None where the problem has none); `lower` and `upper` are shaped like x and are
+    the (nonnegative) multipliers of `lower - x <= 0` and `x - upper <= 0`.
+    """
+
+    eq: PyTree[Float[Array, "..."]] | None
+    ineq: PyTree[Float[Array, "..."]] | None
+    lower: PyTree[Float[Array, "..."]] | None
+    upper: PyTree[Float[Array, "..."]] | None
+
+
+class Stats(eqx.Module):
+    """Figures of merit at `sol.x` and counters of the run.
+
+    - iterations: outer iterations taken (what `max_steps` bounds).
+    - evaluations: objective/constraint evaluations (each value-and-gradient counts once).
+    - stationarity: the solver's stationarity measure at `sol.x` (see each solver).
+    - violation: max violation of equalities, inequalities and bounds at `sol.x`.
+    - inner_iterations: inner iterations (penalty/ALM sub-solves; equals iterations
+      for single-loop methods).
+    """
+
+    iterations: Int[Array, ""]
+    evaluations: Int[Array, ""]
+    stationarity: Float[Array, ""]
+    violation: Float[Array, ""]
+    inner_iterations: Int[Array, ""]
+
+
+class Solution(eqx.Module):
+    """The result of `jc.solve`.
+
+    `x` is the returned point (the best feasible point found, else the most feasible
+    one); `f`, `multipliers` and `stats` describe `x`. `state` is the solver's final
+    state, accepted by `jc.solve(..., warm_start=sol.state)`.
+    """
+
+    x: PyTree[Any]
+    f: Float[Array, ""]
+    status: Int[Array, ""]
+    multipliers: Multipliers
+    stats: Stats
+    state: Any
+
+    @property
+    def success(self) -> Bool[Array, ""]:
+        """`status == Status.CONVERGED`, as a bool array (batched under vmap)."""
+        return jnp.asarray(self.status) == Status.CONVERGED

@@ -1,0 +1,115 @@
+"""`jc.solve`: the one front door. Validates, flattens, drives a solver, unflattens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jconstrain import printer, validation
+from jconstrain.problem import FlatProblem, Problem, flatten
+from jconstrain.solution import Multipliers, Solution, Stats, Status
+from jconstrain.solvers.base import AbstractSolver, Report
+
+
+def solve(
+    problem: Problem,
+    x0: Any,
+    solver: AbstractSolver,
+    args: Any = None,
+    *,
+    max_steps: int | None = None,
+    verbose: bool = False,
+    warm_start: Any = None,
+) -> Solution:
+    """Solve `problem` from x0 with `solver`.
+
+    Pure: compose it with `jax.jit`, `jax.vmap` and `jax.grad`. The whole solve is one
+    `lax.while_loop` over the solver's state; `verbose=True` prints an iteration table
+    through `jax.debug.callback` (works under jit).
+
+    Args:
+        problem: a `jc.Problem`.
+        x0: the starting point, any pytree (an `equinox.Module` too: only its
+            inexact-array leaves are variables).
+        solver: e.g. `jc.SQP()`, `jc.Penalty()`.
+        args: passed to the problem's functions as their second argument.
+        max_steps: cap on outer iterations; overrides the solver's own.
+        verbose: print the iteration table and a final summary line.
+        warm_start: the `state` of an earlier `Solution` of the same solver and problem
+            (or that `Solution` itself): reuses e.g. BFGS memory and penalty parameters.
+
+    Returns:
+        A `jc.Solution` describing the returned point.
+    """
+    validation.check_options(solver, max_steps, verbose)
+    x0 = validation.normalise_x0(x0)
+    validation.check_problem(problem, x0, args)
+    flat, z0 = flatten(problem, x0, args)
+    if isinstance(warm_start, Solution):
+        warm_start = warm_start.state
+    if warm_start is not None:
+        expected = jax.eval_shape(lambda z, a: solver.init(flat, z, a, None), z0, args)
+        validation.check_warm_start(warm_start, expected)
+    steps = solver.steps if max_steps is None else int(max_steps)
+    name = type(solver).__name__
+
+    state = solver.init(flat, z0, args, warm_start)
+    done, status = solver.terminate(flat, state, args)
+    bad_start = ~jnp.all(jnp.isfinite(z0))
+    empty_box = jnp.any(flat.lower > flat.upper)
+    status = jnp.where(bad_start, Status.NONFINITE, jnp.where(empty_box, Status.INFEASIBLE, status))
+    done = done | bad_start | empty_box
+    if verbose:
+        printer.header(name, solver.penalty_label)
+        _print_row(solver, state, jnp.asarray(0))
+
+    def cond(carry):
+        k, _, done, _ = carry
+        return (~done) & (k < steps)
+
+    def body(carry):
+        k, state, _, _ = carry
+        state = solver.step(flat, state, args)
+        done, status = solver.terminate(flat, state, args)
+        if verbose:
+            _print_row(solver, state, k + 1)
+        return k + 1, state, done, status
+
+    carry = (jnp.asarray(0, jnp.int32), state, done, jnp.asarray(status, jnp.int32))
+    k, state, done, status = jax.lax.while_loop(cond, body, carry)
+    status = jnp.where(done, status, Status.MAX_STEPS).astype(jnp.int32)
+    report = solver.report(flat, state, args)
+    if verbose:
+        printer.summary(status, k, report.f, report.violation)
+    return _solution(flat, report, status, k, state)
+
+
+def _print_row(solver: AbstractSolver, state: Any, k: jax.Array) -> None:
+    p = solver.progress(state)
+    printer.row(k, p.f, p.violation, p.stationarity, p.step, p.penalty)
+
+
+def _solution(flat: FlatProblem, report: Report, status: jax.Array, k: jax.Array, state: Any) -> Solution:
+    multipliers = Multipliers(
+        eq=flat.unravel_eq(report.y_eq) if flat.unravel_eq is not None else None,
+        ineq=flat.unravel_ineq(report.y_ineq) if flat.unravel_ineq is not None else None,
+        lower=flat.to_pytree(report.z_lower),
+        upper=flat.to_pytree(report.z_upper),
+    )
+    stats = Stats(
+        iterations=k,
+        evaluations=report.evaluations,
+        stationarity=report.stationarity,
+        violation=report.violation,
+        inner_iterations=report.inner_iterations,
+    )
+    return Solution(
+        x=flat.to_pytree(report.z),
+        f=report.f,
+        status=status,
+        multipliers=multipliers,
+        stats=stats,
+        state=state,
+    )

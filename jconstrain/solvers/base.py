@@ -1,0 +1,90 @@
+"""The solver protocol every method implements; `jc.solve` only drives it.
+
+    state = solver.init(problem, z0, args, warm_start)
+    while not done and k < max_steps:
+        state = solver.step(problem, state, args)
+        done, status = solver.terminate(problem, state, args)
+    report = solver.report(problem, state, args)
+
+All of it works on the flat vector z of `FlatProblem`; `solve` turns the `Report`
+back into the user's pytrees.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from jconstrain.problem import FlatProblem
+
+
+class Report(eqx.Module):
+    """A solver's account of the point it returns, on flat vectors.
+
+    Multipliers follow L = f + y_eq·c_E + y_ineq·c_I + z_upper·(z - u) + z_lower·(l - z).
+    """
+
+    z: Float[Array, " n"]
+    f: Float[Array, ""]
+    y_eq: Float[Array, " me"]
+    y_ineq: Float[Array, " mi"]
+    z_lower: Float[Array, " n"]
+    z_upper: Float[Array, " n"]
+    stationarity: Float[Array, ""]
+    violation: Float[Array, ""]
+    evaluations: Int[Array, ""]
+    inner_iterations: Int[Array, ""]
+
+
+class Progress(eqx.Module):
+    """One row of the `verbose=True` iteration table."""
+
+    f: Float[Array, ""]
+    violation: Float[Array, ""]
+    stationarity: Float[Array, ""]
+    step: Float[Array, ""]
+    penalty: Float[Array, ""]
+
+
+class AbstractSolver(eqx.Module):
+    """Base of every jconstrain solver.
+
+    Subclasses hold their hyperparameters as fields (float tolerances dynamic, so a
+    sweep can vmap over them; `max_steps` static) and implement the five methods.
+    """
+
+    penalty_label: ClassVar[str] = "penalty"
+
+    @property
+    @abc.abstractmethod
+    def steps(self) -> int:
+        """The default cap on outer iterations (`solve(max_steps=...)` overrides it)."""
+
+    @abc.abstractmethod
+    def init(self, problem: FlatProblem, z0: Array, args: Any, warm_start: Any) -> Any:
+        """The initial state at z0, reusing `warm_start` (a previous state) if given."""
+
+    @abc.abstractmethod
+    def step(self, problem: FlatProblem, state: Any, args: Any) -> Any:
+        """One outer iteration."""
+
+    @abc.abstractmethod
+    def terminate(self, problem: FlatProblem, state: Any, args: Any) -> tuple[Bool[Array, ""], Int[Array, ""]]:
+        """(done, status): whether to stop now, and the `Status` code if so."""
+
+    @abc.abstractmethod
+    def report(self, problem: FlatProblem, state: Any, args: Any) -> Report:
+        """The returned point and everything `Solution` says about it."""
+
+    @abc.abstractmethod
+    def progress(self, state: Any) -> Progress:
+        """The current row of the iteration table."""
+
+
+def dtype_tol(tol: Float[Array, ""] | float, dtype: Any, floor_eps: float = 100.0) -> Float[Array, ""]:
+    """max(tol, floor_eps * eps(dtype)): a tolerance the dtype can actually reach."""
+    return jnp.maximum(jnp.asarray(tol, dtype), floor_eps * jnp.finfo(dtype).eps)

@@ -1,0 +1,159 @@
+"""Input checks run by `jc.solve` before anything is compiled.
+
+Structure, shape and dtype errors always raise `TypeError`/`ValueError` naming the
+argument. Value checks (non-finite x0, lower > upper) raise only when the values are
+concrete; under `jit`/`vmap` the solve reports NONFINITE / INFEASIBLE instead.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jconstrain.problem import Problem, bound_leaves, variables
+from jconstrain.solvers.base import AbstractSolver
+
+
+def _is_concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _contains_module(tree: Any) -> bool:
+    leaves = jax.tree_util.tree_leaves(tree, is_leaf=lambda t: isinstance(t, eqx.Module))
+    return any(isinstance(leaf, eqx.Module) for leaf in leaves)
+
+
+def normalise_x0(x0: Any) -> Any:
+    """Check x0 and return it with Python floats turned into arrays.
+
+    In a plain pytree (dicts, lists, tuples, arrays) every leaf is a variable and must
+    be a real floating array or a Python float. In a pytree holding `equinox.Module`s
+    (a network), only the inexact-array leaves are variables; other leaves (activation
+    functions, integers, Python floats) are kept fixed.
+    """
+    if _contains_module(x0):
+        leaves = [leaf for leaf in jax.tree_util.tree_leaves(x0) if eqx.is_inexact_array(leaf)]
+    else:
+        path_leaves = jax.tree_util.tree_flatten_with_path(x0)[0]
+        for path, leaf in path_leaves:
+            where = f"x0{jax.tree_util.keystr(path)}"
+            if isinstance(leaf, bool) or not isinstance(leaf, (numbers.Real, np.ndarray, np.generic, jax.Array)):
+                raise TypeError(f"{where} must be a floating-point array, got {type(leaf).__name__}.")
+            if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating) and not isinstance(leaf, float):
+                raise TypeError(
+                    f"{where} must be a floating-point array, got dtype {jnp.result_type(leaf)}; "
+                    "cast it, e.g. jnp.asarray(x, float)."
+                )
+        x0 = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf) if isinstance(leaf, float) else leaf, x0)
+        leaves = jax.tree_util.tree_leaves(x0)
+    if not leaves:
+        raise ValueError("x0 must contain at least one floating-point array (the variables).")
+    for leaf in leaves:
+        if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+            raise TypeError(f"x0 must be real; got a leaf of dtype {leaf.dtype}.")
+    concrete = [np.asarray(leaf) for leaf in leaves if _is_concrete(leaf)]
+    if any(not np.all(np.isfinite(leaf)) for leaf in concrete):
+        raise ValueError("x0 contains NaN or Inf; start from a finite point.")
+    return x0
+
+
+def _check_output(out: Any, name: str, scalar: bool) -> Any:
+    """Raise TypeError/ValueError unless `out` is a (scalar, if asked) real floating array tree."""
+    leaves = jax.tree_util.tree_leaves(out)
+    if out is None or (scalar and len(leaves) != 1):
+        raise TypeError(f"{name} must return {'a scalar array' if scalar else 'a pytree of arrays'}, got {out!r}.")
+    for leaf in leaves:
+        if isinstance(leaf, bool) or not isinstance(leaf, (jax.Array, np.ndarray, np.generic, numbers.Real)):
+            raise TypeError(f"{name} must return arrays, got a leaf of type {type(leaf).__name__}.")
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating) and not isinstance(leaf, numbers.Real):
+            raise TypeError(f"{name} must return floating-point arrays, got dtype {dtype}.")
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(f"{name} must return real arrays, got dtype {dtype}.")
+    if scalar and jnp.shape(leaves[0]) != ():
+        raise ValueError(f"objective must return a scalar (shape ()), got shape {jnp.shape(leaves[0])}.")
+    return out
+
+
+def check_problem(problem: Any, x0: Any, args: Any) -> None:
+    """Check the problem's types and trace its functions once at x0 (no compilation)."""
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem must be a jc.Problem, got {type(problem).__name__}.")
+    if not callable(problem.objective):
+        raise TypeError(f"problem.objective must be callable f(x, args), got {type(problem.objective).__name__}.")
+    for name in ("eq", "ineq"):
+        fn = getattr(problem, name)
+        if fn is not None and not callable(fn):
+            raise TypeError(f"problem.{name} must be None or callable {name}(x, args), got {type(fn).__name__}.")
+    jax.eval_shape(lambda x, a: _check_output(problem.objective(x, a), "objective", True), x0, args)
+    for name in ("eq", "ineq"):
+        fn = getattr(problem, name)
+        if fn is not None:
+            jax.eval_shape(lambda x, a, fn=fn, name=name: _check_output(fn(x, a), f"problem.{name}", False), x0, args)
+    _check_bounds(problem.bounds, x0)
+
+
+def _check_bounds(bounds: Any, x0: Any) -> None:
+    if bounds is None:
+        return
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise TypeError("problem.bounds must be None or a pair (lower, upper).")
+    params = jax.tree_util.tree_leaves(variables(x0)[0])
+    sides = []
+    for side, name in zip(bounds, ("lower bound", "upper bound")):
+        leaves = bound_leaves(side, x0, name)
+        if leaves is None:
+            sides.append(None)
+            continue
+        for b, p in zip(leaves, params):
+            if isinstance(b, bool) or not isinstance(b, (jax.Array, np.ndarray, np.generic, numbers.Real)):
+                raise TypeError(f"{name} leaves must be numbers or arrays, got {type(b).__name__}.")
+            if not jnp.issubdtype(jnp.result_type(b), jnp.number) or jnp.issubdtype(jnp.result_type(b), jnp.complexfloating):
+                raise TypeError(f"{name} must be real, got dtype {jnp.result_type(b)}.")
+            try:
+                np.broadcast_shapes(jnp.shape(b), jnp.shape(p))
+            except ValueError:
+                raise ValueError(
+                    f"{name} of shape {jnp.shape(b)} does not broadcast to its variable's shape {jnp.shape(p)}."
+                ) from None
+            if _is_concrete(b) and np.any(np.isnan(np.asarray(b))):
+                raise ValueError(f"{name} contains NaN; use ±inf for no bound.")
+        sides.append(leaves)
+    lower, upper = sides
+    if lower is None or upper is None:
+        return
+    for lo, up in zip(lower, upper):
+        if _is_concrete(lo) and _is_concrete(up) and np.any(np.asarray(lo) > np.asarray(up)):
+            raise ValueError("problem.bounds has lower > upper somewhere; the box is empty.")
+
+
+def check_options(solver: Any, max_steps: Any, verbose: Any) -> None:
+    if not isinstance(solver, AbstractSolver):
+        raise TypeError(f"solver must be a jconstrain solver such as jc.SQP(), got {type(solver).__name__}.")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral)):
+        raise TypeError(f"max_steps must be None or an int, got {type(max_steps).__name__}.")
+    if max_steps is not None and max_steps < 0:
+        raise ValueError(f"max_steps must be >= 0, got {max_steps}.")
+    if not isinstance(verbose, (bool, np.bool_)):
+        raise TypeError(f"verbose must be a bool, got {type(verbose).__name__}.")
+
+
+def check_warm_start(warm_start: Any, expected: Any) -> None:
+    """Raise ValueError unless `warm_start` has the structure and shapes of `expected`."""
+    got_struct = jax.tree_util.tree_structure(warm_start)
+    want_struct = jax.tree_util.tree_structure(expected)
+    if got_struct != want_struct:
+        raise ValueError(
+            "warm_start must be the `state` of a previous Solution of the same solver and problem "
+            f"(expected {type(expected).__name__})."
+        )
+    for got, want in zip(jax.tree_util.tree_leaves(warm_start), jax.tree_util.tree_leaves(expected)):
+        if jnp.shape(got) != want.shape:
+            raise ValueError(
+                f"warm_start does not match this problem: a state leaf has shape {jnp.shape(got)}, expected {want.shape}."
+            )
