@@ -1,0 +1,53 @@
+"""Inverse BFGS updates with Powell-style damping, for smooth and nonsmooth functions.
+
+H approximates the inverse Hessian. With s = x+ - x and y = g+ - g, the inverse update is
+
+    H+ = (I - ρ s yᵀ) H (I - ρ y sᵀ) + ρ s sᵀ,      ρ = 1 / (sᵀy),
+
+which keeps H positive definite iff sᵀy > 0. Damping (the inverse form of Powell's rule,
+acting on s instead of y): when sᵀy < δ yᵀHy, s is replaced by
+
+    s̃ = θ s + (1 - θ) H y,      θ = (1 - δ) yᵀHy / (yᵀHy - sᵀy),
+
+which gives s̃ᵀy = δ yᵀHy > 0. Updates with s̃ᵀy <= 0 or non-finite results are skipped.
+At the first update H is rescaled to (sᵀy / yᵀy) I before updating (Nocedal-Wright 6.20).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+
+class BFGSInfo(eqx.Module):
+    """Whether an update was applied, and whether damping changed s."""
+
+    applied: Bool[Array, ""]
+    damped: Bool[Array, ""]
+
+
+def inverse_update(
+    H: Float[Array, "n n"],
+    s: Float[Array, " n"],
+    y: Float[Array, " n"],
+    damping: float | Float[Array, ""] = 1e-4,
+    first: Bool[Array, ""] | bool = False,
+) -> tuple[Float[Array, "n n"], BFGSInfo]:
+    """The damped inverse BFGS update of H with the pair (s, y) (see the module docstring)."""
+    sy = jnp.dot(s, y)
+    yy = jnp.dot(y, y)
+    scale_ok = (sy > 0) & (yy > 0)
+    H = jnp.where(first & scale_ok, (sy / jnp.where(scale_ok, yy, 1.0)) * jnp.eye(H.shape[0], dtype=H.dtype), H)
+    Hy = H @ y
+    yHy = jnp.dot(y, Hy)
+    damped = sy < damping * yHy
+    theta = jnp.where(damped, (1 - damping) * yHy / jnp.where(damped, yHy - sy, 1.0), 1.0)
+    s_t = theta * s + (1 - theta) * Hy
+    sy_t = jnp.dot(s_t, y)
+    rho = 1.0 / jnp.where(sy_t > 0, sy_t, 1.0)
+    Hy_outer = jnp.outer(Hy, s_t)
+    H_new = H - rho * (Hy_outer + Hy_outer.T) + (rho**2 * yHy + rho) * jnp.outer(s_t, s_t)
+    H_new = 0.5 * (H_new + H_new.T)
+    ok = (sy_t > 0) & jnp.all(jnp.isfinite(H_new))
+    return jnp.where(ok, H_new, H), BFGSInfo(applied=ok, damped=damped & ok)

@@ -1,0 +1,593 @@
+"""`jc.SQP`: BFGS-SQP with a steered exact penalty for nonsmooth, nonconvex problems.
+
+The method of Curtis, Mitchell & Overton (2017) as in PyGRANSO, compiled into one loop.
+All constraints — equalities c_E, inequalities c_I and finite bounds (as rows
+l - x <= 0, x - u <= 0) — are stacked into c ∈ R^m with Jacobian J (m x n, one
+`jax.jacrev` call for all of them). The merit function is the exact penalty
+
+    φ_μ(x) = μ f(x) + v(x),    v(x) = ||c_E(x)||_1 + ||max(c_I(x), 0)||_1,
+
+with μ > 0 only ever decreasing. Each iteration:
+
+1. Direction: with H ≈ the inverse Hessian (BFGS) solve the dual steering QP
+       min_y ½ yᵀ(J H Jᵀ)y + (μ J H g - c)ᵀy,   y_E ∈ [-1, 1], y_I ∈ [0, 1],
+   and set d = -H(μ g + Jᵀy); y/μ estimates the Lagrange multipliers. This is the dual
+   of  min_d μ gᵀd + ½ dᵀH⁻¹d + ||c_E + J_E d||_1 + ||max(c_I + J_I d, 0)||_1.
+2. Steering: if the linearised violation reduction l(d) = v - v_lin(d) is below
+   c_viol·v, compute the feasibility direction (μ = 0) with reduction l_ref, and shrink
+   μ by c_mu until l(d) >= c_viol·l_ref (at most 10 times).
+3. Line search on φ_μ along d: weak Wolfe (Lewis-Overton) with the predicted decrease
+   Δ = μ gᵀd + v_lin(d) - v < 0. A failed search halves μ and tries again next time.
+4. BFGS update of H (damped inverse form, `jconstrain.bfgs`) with s = x+ - x and the
+   difference of the Lagrangian-penalty gradients y = (μ g+ + J+ᵀŷ) - (μ g + Jᵀŷ), ŷ the
+   QP's dual.
+5. Stationarity (gradient sampling): objective gradients at recent iterates within
+   `evaldist` of x and the constraint gradients at x enter the QP
+       min ||G_f w + Jᵀu||²_2   s.t. Σ w = μ, w >= 0, u_E ∈ [-1, 1], u_I ∈ [0, 1] (active rows),
+   and the measure is ||G_f w + Jᵀu||_∞ / (μ max(1, ||g||_∞)), the relative norm of a
+   Lagrangian gradient built from the Clarke-subdifferential samples. Converged when it
+   is <= opt_tol and the max violation <= viol_tol.
+
+The returned point is the converged one, else the best feasible iterate (lowest f
+among those with violation <= viol_tol), else the most feasible one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from jconstrain import qp
+from jconstrain.bfgs import inverse_update
+from jconstrain.linesearch import SearchStatus, weak_wolfe
+from jconstrain.problem import FlatProblem
+from jconstrain.solution import Status
+from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
+
+
+class Model(eqx.Module):
+    """First-order information at z: f, ∇f, stacked constraints c and Jacobian J."""
+
+    z: Float[Array, " n"]
+    f: Float[Array, ""]
+    g: Float[Array, " n"]
+    c: Float[Array, " m"]
+    J: Float[Array, "m n"]
+
+
+class Rows(eqx.Module):
+    """Which stacked rows are equalities, and which exist (infinite bounds do not)."""
+
+    is_eq: Bool[Array, " m"]
+    on: Bool[Array, " m"]
+    n_general: int = eqx.field(static=True)
+
+
+class Tracked(eqx.Module):
+    """A remembered iterate with what the Solution reports about it."""
+
+    z: Float[Array, " n"]
+    f: Float[Array, ""]
+    violation: Float[Array, ""]
+    stationarity: Float[Array, ""]
+    y: Float[Array, " m"]
+
+
+class SQPState(eqx.Module):
+    model: Model
+    H: Float[Array, "n n"]
+    mu: Float[Array, ""]
+    violation: Float[Array, ""]
+    stationarity: Float[Array, ""]
+    y_stat: Float[Array, " m"]
+    samples_z: Float[Array, "L n"]
+    samples_g: Float[Array, "L n"]
+    samples_valid: Bool[Array, " L"]
+    best: Tracked
+    most_feasible: Tracked
+    has_feasible: Bool[Array, ""]
+    scale_f: Float[Array, ""]
+    scale_c: Float[Array, " m"]
+    step_size: Float[Array, ""]
+    step_norm: Float[Array, ""]
+    iteration: Int[Array, ""]
+    evaluations: Int[Array, ""]
+    qp_failures: Int[Array, ""]
+    search_failures: Int[Array, ""]
+    infeasible_count: Int[Array, ""]
+    nonfinite: Bool[Array, ""]
+    unbounded: Bool[Array, ""]
+    stalled: Bool[Array, ""]
+
+
+def _rows(problem: FlatProblem) -> Rows:
+    m_general = problem.m_eq + problem.m_ineq
+    is_eq = np.zeros(m_general + (2 * problem.n if problem.has_bounds else 0), bool)
+    is_eq[: problem.m_eq] = True
+    on = jnp.ones((m_general,), bool)
+    if problem.has_bounds:
+        on = jnp.concatenate([on, jnp.isfinite(problem.lower), jnp.isfinite(problem.upper)])
+    return Rows(is_eq=jnp.asarray(is_eq), on=on, n_general=m_general)
+
+
+def _general_constraints(problem: FlatProblem, z: Array, args: Any) -> Array:
+    return jnp.concatenate([problem.eq(z, args), problem.ineq(z, args)])
+
+
+def _bound_rows(problem: FlatProblem, z: Array) -> tuple[Array, Array]:
+    """Values and Jacobian of l - z <= 0 and z - u <= 0 (value -1 where the bound is infinite)."""
+    if not problem.has_bounds:
+        return jnp.zeros((0,), z.dtype), jnp.zeros((0, problem.n), z.dtype)
+    lower = jnp.where(jnp.isfinite(problem.lower), problem.lower - z, -1.0)
+    upper = jnp.where(jnp.isfinite(problem.upper), z - problem.upper, -1.0)
+    eye = jnp.eye(problem.n, dtype=z.dtype)
+    J = jnp.concatenate([-eye * jnp.isfinite(problem.lower)[:, None], eye * jnp.isfinite(problem.upper)[:, None]])
+    return jnp.concatenate([lower, upper]), J
+
+
+def _evaluate(problem: FlatProblem, z: Array, args: Any, scale_f: Array, scale_c: Array) -> Model:
+    """f, ∇f, c and J at z in one reverse-mode pass (jacrev over [f; c_general])."""
+
+    def stacked(z):
+        return jnp.concatenate([problem.objective(z, args)[None], _general_constraints(problem, z, args)])
+
+    values, jac = stacked(z), jax.jacrev(stacked)(z)
+    c_b, J_b = _bound_rows(problem, z)
+    c = jnp.concatenate([values[1:], c_b]) * scale_c
+    J = jnp.concatenate([jac[1:], J_b]) * scale_c[:, None]
+    return Model(z=z, f=values[0] * scale_f, g=jac[0] * scale_f, c=c, J=J)
+
+
+def _violations(c: Array, rows: Rows) -> tuple[Array, Array]:
+    """(l1 violation v, max violation) of stacked constraint values."""
+    parts = jnp.where(rows.is_eq, jnp.abs(c), jnp.maximum(c, 0)) * rows.on
+    return jnp.sum(parts), jnp.max(parts, initial=0.0)
+
+
+def _finite(model: Model) -> Array:
+    return (
+        jnp.isfinite(model.f)
+        & jnp.all(jnp.isfinite(model.g))
+        & jnp.all(jnp.isfinite(model.c))
+        & jnp.all(jnp.isfinite(model.J))
+    )
+
+
+def _polish_box_qp(M: Array, q: Array, lo: Array, hi: Array, sol: qp.QPSolution) -> Array:
+    """Refine an interior-point solution of min ½yᵀMy + qᵀy, lo <= y <= hi, to machine
+    precision on its active set.
+
+    Rows whose bound multiplier exceeds their distance to the bound are fixed there; the
+    free rows F solve M_FF y_F = -(q + M y_fixed)_F (lightly regularised). The polished
+    point is kept only if it lies in the box and does not raise the objective.
+    """
+    y = sol.x
+    at_lo = sol.z_lower > (y - lo)
+    at_hi = (sol.z_upper > (hi - y)) & ~at_lo
+    free = ~at_lo & ~at_hi
+    y_fixed = jnp.where(at_lo, lo, jnp.where(at_hi, hi, 0.0))
+    both = free[:, None] & free[None, :]
+    eps = jnp.finfo(M.dtype).eps
+    reg = 10 * eps * jnp.maximum(jnp.max(jnp.abs(jnp.diag(M)), initial=0.0), 1.0)
+    K = jnp.where(both, M, 0.0) + jnp.diag(jnp.where(free, reg, 1.0))
+    rhs = jnp.where(free, -(q + M @ y_fixed), y_fixed)
+    y_pol = jnp.linalg.solve(K, rhs)
+    objective = lambda y: 0.5 * y @ (M @ y) + q @ y
+    slack = 1e3 * eps * (1.0 + jnp.abs(hi - lo))
+    inside = jnp.all((y_pol >= lo - slack) & (y_pol <= hi + slack))
+    better = objective(y_pol) <= objective(y) + 1e3 * eps * (1.0 + jnp.abs(objective(y)))
+    ok = inside & better & jnp.all(jnp.isfinite(y_pol))
+    return jnp.where(ok, jnp.clip(y_pol, lo, hi), y)
+
+
+class SQP(AbstractSolver):
+    """BFGS-SQP with a steered exact penalty (see the module docstring).
+
+    Attributes:
+        opt_tol: stationarity tolerance (relative, see the module docstring).
+        viol_tol: feasibility tolerance on the max violation.
+        mu0: initial penalty parameter μ (weight of f in the merit function).
+        c_viol, c_mu: steering's required fraction of the feasibility reduction, and
+            its μ shrink factor.
+        steering_steps: most μ reductions per iteration.
+        c1, c2: Armijo and weak Wolfe constants.
+        bfgs_damping: δ of the damped BFGS update.
+        evaldist: radius of the gradient-sampling neighbourhood, relative to
+            max(1, ||x||_∞). PyGRANSO's 1e-4 certifies points whose objective can be
+            ~1e-5 (relative) from optimal on nonsmooth problems; 1e-9 gets ~1e-8.
+        ngrad: number of gradient samples (None: min(100, 2n, n + 10)).
+        step_tol: a step shorter than step_tol·max(1, ||x||_∞) counts as no progress.
+        prescale: scale f and each constraint by min(1, 100/||∇||_∞) at x0 (PyGRANSO's
+            prescaling); reported values are always unscaled.
+        unbounded_below: f below this on a feasible point reports UNBOUNDED.
+        max_steps: iteration cap.
+    """
+
+    opt_tol: float = 1e-8
+    viol_tol: float = 1e-6
+    mu0: float = 1.0
+    c_viol: float = 0.1
+    c_mu: float = 0.9
+    c1: float = 1e-4
+    c2: float = 0.5
+    bfgs_damping: float = 1e-4
+    evaldist: float = 1e-9
+    step_tol: float = 1e-12
+    prescale: bool = eqx.field(default=True, static=True)
+    prescale_threshold: float = 100.0
+    unbounded_below: float = -1e20
+    steering_steps: int = eqx.field(default=10, static=True)
+    ngrad: int | None = eqx.field(default=None, static=True)
+    max_steps: int = eqx.field(default=1000, static=True)
+    max_search_failures: int = eqx.field(default=10, static=True)
+
+    penalty_label = "mu"
+
+    @property
+    def steps(self) -> int:
+        return self.max_steps
+
+    def _ngrad(self, n: int) -> int:
+        return self.ngrad if self.ngrad is not None else min(100, 2 * n, n + 10)
+
+    # ---------------------------------------------------------------- init
+
+    def init(self, problem: FlatProblem, z0: Array, args: Any, warm_start: Any) -> SQPState:
+        dtype = problem.dtype
+        rows = _rows(problem)
+        m = rows.is_eq.shape[0]
+        one = jnp.ones((), dtype)
+        unscaled = _evaluate(problem, z0, args, one, jnp.ones((m,), dtype))
+        if warm_start is not None:
+            scale_f, scale_c = warm_start.scale_f, warm_start.scale_c
+        elif self.prescale:
+            thr = jnp.asarray(self.prescale_threshold, dtype)
+            norm = lambda v: jnp.max(jnp.abs(v), axis=-1, initial=0.0)
+            scale_f = jnp.minimum(1.0, thr / jnp.maximum(norm(unscaled.g), 1e-300))
+            scale_c = jnp.minimum(1.0, thr / jnp.maximum(norm(unscaled.J), 1e-300))
+            scale_f = jnp.where(jnp.isfinite(scale_f), scale_f, one)
+            scale_c = jnp.where(jnp.isfinite(scale_c), scale_c, one)
+        else:
+            scale_f, scale_c = one, jnp.ones((m,), dtype)
+        model = Model(
+            z=z0, f=unscaled.f * scale_f, g=unscaled.g * scale_f, c=unscaled.c * scale_c, J=unscaled.J * scale_c[:, None]
+        )
+        violation = self._max_violation(model, rows, scale_c)
+        L = self._ngrad(problem.n)
+        H = jnp.eye(problem.n, dtype=dtype) if warm_start is None else warm_start.H
+        mu = jnp.asarray(self.mu0, dtype) if warm_start is None else warm_start.mu
+        samples_z = jnp.zeros((L, problem.n), dtype).at[0].set(z0)
+        samples_g = jnp.zeros((L, problem.n), dtype).at[0].set(model.g)
+        samples_valid = jnp.zeros((L,), bool).at[0].set(True)
+        # Stationarity is first measured after a step (one QP fewer to compile).
+        stationarity, y_stat = jnp.asarray(jnp.inf, dtype), jnp.zeros((m,), dtype)
+        tracked = Tracked(z=z0, f=unscaled.f, violation=violation, stationarity=stationarity, y=y_stat)
+        feasible = violation <= dtype_tol(self.viol_tol, dtype)
+        zero = jnp.asarray(0, jnp.int32)
+        return SQPState(
+            model=model,
+            H=H,
+            mu=mu,
+            violation=violation,
+            stationarity=stationarity,
+            y_stat=y_stat,
+            samples_z=samples_z,
+            samples_g=samples_g,
+            samples_valid=samples_valid,
+            best=tracked,
+            most_feasible=tracked,
+            has_feasible=feasible & _finite(model),
+            scale_f=scale_f,
+            scale_c=scale_c,
+            step_size=jnp.zeros((), dtype),
+            step_norm=jnp.zeros((), dtype),
+            iteration=zero,
+            evaluations=jnp.asarray(1, jnp.int32),
+            qp_failures=zero,
+            search_failures=zero,
+            infeasible_count=zero,
+            nonfinite=~_finite(model),
+            unbounded=jnp.asarray(False),
+            stalled=jnp.asarray(False),
+        )
+
+    def _max_violation(self, model: Model, rows: Rows, scale_c: Array) -> Array:
+        """The max violation of the unscaled constraints."""
+        return _violations(model.c / scale_c, rows)[1]
+
+    # ---------------------------------------------------------------- direction
+
+    def _direction(self, model: Model, rows: Rows, H: Array, mu: Array):
+        """Solve the dual steering QP for penalty μ; return (d, y, qp status)."""
+        J, c = model.J, model.c
+        HJt = H @ J.T
+        Hg = H @ model.g
+        M = J @ HJt
+        M = 0.5 * (M + M.T)
+        q = mu * (J @ Hg) - c
+        # Absent rows (infinite bounds) have c = -1 and J = 0: their y is 0 at the optimum,
+        # without a degenerate [0, 0] box that interior-point methods dislike.
+        lo = jnp.where(rows.is_eq, -1.0, 0.0).astype(c.dtype)
+        hi = jnp.ones_like(c)
+        sol = qp.solve(M, q, lower=lo, upper=hi)
+        y = jnp.clip(_polish_box_qp(M, q, lo, hi, sol), lo, hi) * rows.on
+        d = -(mu * Hg + HJt @ y)
+        usable = (sol.status == qp.QPStatus.SOLVED) | (sol.status == qp.QPStatus.MAX_ITER)
+        ok = usable & jnp.all(jnp.isfinite(d))
+        return d, jnp.where(ok, y, 0.0), ok
+
+    def _linear_reduction(self, model: Model, rows: Rows, d: Array, v: Array) -> Array:
+        """l(d) = v - v_lin(d): the reduction of the linearised l1 violation."""
+        v_lin, _ = _violations(model.c + model.J @ d, rows)
+        return v - v_lin
+
+    def _steer(self, model: Model, rows: Rows, H: Array, mu: Array, v: Array):
+        """Directions with μ shrunk until the linearised violation falls enough.
+
+        One loop, one QP per pass: pass 0 tries the current μ; if its reduction
+        l(d) < c_viol·v, pass 1 computes the feasibility reference (μ = 0, reduction
+        l_ref) and passes 2.. retry with μ ← c_mu·μ until l(d) >= c_viol·l_ref.
+        Returns (d, y, qp_ok, μ, l_ref), l_ref = inf when no reference was needed.
+        """
+        dtype = v.dtype
+        inf = jnp.asarray(jnp.inf, dtype)
+        strictly_feasible_ineq_only = ~jnp.any(rows.is_eq & rows.on) & jnp.all(
+            jnp.where(rows.on & ~rows.is_eq, model.c < -1e-6, True)
+        )
+        # Violations at rounding level (far below viol_tol) give no reason to steer.
+        v_max = jnp.max(jnp.where(rows.is_eq, jnp.abs(model.c), jnp.maximum(model.c, 0)) * rows.on, initial=0.0)
+        may_steer = (v_max > 1e-2 * self.viol_tol) & ~strictly_feasible_ineq_only
+
+        def insufficient(d, l_ref):
+            return self._linear_reduction(model, rows, d, v) < self.c_viol * jnp.minimum(v, l_ref)
+
+        def cond(carry):
+            k, d, y, ok, mu, mu_try, l_ref, done = carry
+            return ~done
+
+        def body(carry):
+            k, d, y, ok, mu, mu_try, l_ref, _ = carry
+            d_k, y_k, ok_k = self._direction(model, rows, H, mu_try)
+            is_reference = k == 1
+            l_ref = jnp.where(is_reference, self._linear_reduction(model, rows, d_k, v), l_ref)
+            # The reference direction itself is never returned; keep the previous one.
+            keep = is_reference
+            d, y, ok = (jnp.where(keep, d, d_k), jnp.where(keep, y, y_k), jnp.where(keep, ok, ok_k))
+            mu = jnp.where(keep, mu, mu_try)
+            done = jnp.where(
+                k == 0,
+                ~may_steer | ~insufficient(d, inf),
+                (k > self.steering_steps) | (~is_reference & ~insufficient(d, l_ref)),
+            )
+            mu_next = jnp.where(is_reference, mu * self.c_mu, mu_try * self.c_mu)
+            mu_next = jnp.where(k == 0, jnp.zeros((), dtype), mu_next)
+            return k + 1, d, y, ok, mu, mu_next, l_ref, done
+
+        n, m = model.z.shape[0], model.c.shape[0]
+        init = (
+            jnp.asarray(0, jnp.int32),
+            jnp.zeros((n,), dtype),
+            jnp.zeros((m,), dtype),
+            jnp.asarray(False),
+            mu,
+            mu,
+            inf,
+            jnp.asarray(False),
+        )
+        _, d, y, ok, mu, _, l_ref, _ = jax.lax.while_loop(cond, body, init)
+        return d, y, ok, mu, l_ref
+
+    # ---------------------------------------------------------------- stationarity
+
+    def _radius(self, z: Array) -> Array:
+        """The sampling radius evaldist·max(1, ||z||_∞), at least 10 eps of the dtype."""
+        scale = jnp.maximum(1.0, jnp.max(jnp.abs(z), initial=0.0))
+        return dtype_tol(self.evaldist, z.dtype, 10.0) * scale
+
+    def _stationarity(self, model, rows, mu, samples_z, samples_g, samples_valid):
+        """The gradient-sampling stationarity measure and the multipliers λ = u/μ it implies
+        (of the scaled constraints).
+
+        Samples farther than the radius are replaced by the current gradient, and
+        constraints that are absent or inactive (c < -viol_tol) get a zero column, so the
+        QP has the same shape every iteration and no degenerate [0, 0] boxes.
+        """
+        dtype = model.f.dtype
+        L = samples_g.shape[0]
+        m = model.c.shape[0]
+        radius = self._radius(model.z)
+        near = samples_valid & (jnp.max(jnp.abs(samples_z - model.z), axis=1) <= radius)
+        G = jnp.where(near[:, None], samples_g, model.g[None, :])
+        used = rows.on & (rows.is_eq | (model.c >= -dtype_tol(self.viol_tol, dtype)))
+        A = jnp.concatenate([G.T, (model.J * used[:, None]).T], axis=1)  # n x (L + m)
+        lower = jnp.concatenate([jnp.zeros((L,), dtype), jnp.where(rows.is_eq, -1.0, 0.0).astype(dtype)])
+        upper = jnp.concatenate([jnp.full((L,), jnp.inf, dtype), jnp.ones((m,), dtype)])
+        A_eq = jnp.concatenate([jnp.ones((1, L), dtype), jnp.zeros((1, m), dtype)], axis=1)
+        sol = qp.solve(A.T @ A, jnp.zeros((L + m,), dtype), A_eq=A_eq, b_eq=jnp.reshape(mu, (1,)), lower=lower, upper=upper)
+        x = jnp.clip(sol.x, lower, upper)
+        u = x[L:] * used
+        combination = G.T @ x[:L] + model.J.T @ u
+        tiny = jnp.finfo(dtype).tiny
+        scale = jnp.maximum(mu * jnp.maximum(1.0, jnp.max(jnp.abs(model.g), initial=0.0)), tiny)
+        measure = jnp.max(jnp.abs(combination), initial=0.0) / scale
+        # Fall back to the single-sample measure (no multipliers) when the QP fails.
+        single = jnp.max(jnp.abs(mu * model.g), initial=0.0) / scale
+        usable = (sol.status == qp.QPStatus.SOLVED) | (sol.status == qp.QPStatus.MAX_ITER)
+        ok = usable & jnp.isfinite(measure)
+        measure = jnp.where(ok, jnp.minimum(measure, single), single)
+        measure = jnp.where(mu > 0, measure, jnp.inf)
+        lam = jnp.where(ok & (measure < single), u, 0.0) / jnp.maximum(mu, tiny)
+        return measure, lam
+
+    # ---------------------------------------------------------------- step
+
+    def step(self, problem: FlatProblem, state: SQPState, args: Any) -> SQPState:
+        dtype = problem.dtype
+        rows = _rows(problem)
+        model, H = state.model, state.H
+        v, _ = _violations(model.c, rows)
+        d, y, qp_ok, mu, l_ref = self._steer(model, rows, H, state.mu, v)
+        # Predicted decrease of φ: for the QP's d, -dᵀH⁻¹d = dᵀ(μg + Jᵀy) bounds the
+        # model decrease μgᵀd + v_lin(d) - v from above and has no cancellation near a
+        # solution. If the QP failed, fall back to d = -H∇φ (∇φ with the signs of c).
+        signs = jnp.where(rows.is_eq, jnp.sign(model.c), (model.c > 0).astype(dtype)) * rows.on
+        grad_phi = mu * model.g + model.J.T @ signs
+        d_fallback = -(H @ grad_phi)
+        d = jnp.where(qp_ok, d, d_fallback)
+        decrease = jnp.where(
+            qp_ok, jnp.dot(d, mu * model.g + model.J.T @ y), jnp.dot(d_fallback, grad_phi)
+        )
+        decrease = jnp.where(jnp.isfinite(decrease), decrease, 0.0)
+        phi0 = mu * model.f + v
+
+        def phi_and_slope(t):
+            z = model.z + t * d
+            general = lambda z: jnp.concatenate(
+                [problem.objective(z, args)[None], _general_constraints(problem, z, args)]
+            )
+            values, slopes = jax.jvp(general, (z,), (d,))
+            c_b, J_b = _bound_rows(problem, z)
+            c = jnp.concatenate([values[1:], c_b]) * state.scale_c
+            dc = jnp.concatenate([slopes[1:], J_b @ d]) * state.scale_c
+            f, df = values[0] * state.scale_f, slopes[0] * state.scale_f
+            weights = jnp.where(rows.is_eq, jnp.sign(c), (c > 0).astype(dtype)) * rows.on
+            v_t, _ = _violations(c, rows)
+            return mu * f + v_t, mu * df + jnp.dot(weights, dc)
+
+        # Rounding allowance: a few ulps of the merit value and its parts.
+        noise = 10 * jnp.finfo(dtype).eps * (mu * jnp.abs(model.f) + v)
+        search = weak_wolfe(
+            phi_and_slope, phi0, decrease, c1=self.c1, c2=self.c2, enabled=decrease < 0, noise=noise
+        )
+        moved = (search.status == SearchStatus.WOLFE) | (search.status == SearchStatus.ARMIJO) | (
+            search.status == SearchStatus.UNBOUNDED
+        )
+        t = jnp.where(moved, search.t, 0.0)
+        z_new = model.z + t * d
+        new_model = _evaluate(problem, z_new, args, state.scale_f, state.scale_c)
+        hit_nonfinite = moved & ~_finite(new_model)
+        good = moved & ~hit_nonfinite
+        new_model = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), new_model, model)
+        # BFGS on the Lagrangian of the penalty subproblem, with the QP's dual y.
+        s = new_model.z - model.z
+        grad_lag = lambda mdl: mu * mdl.g + mdl.J.T @ y
+        first = state.iteration == 0
+        H_new, _ = inverse_update(H, s, grad_lag(new_model) - grad_lag(model), self.bfgs_damping, first)
+        H_new = jnp.where(good, H_new, H)
+        # A failed search halves μ (PyGRANSO's retry), and counts towards STALLED.
+        mu_new = jnp.where(good, mu, 0.5 * mu)
+        search_failures = jnp.where(good, 0, state.search_failures + 1)
+        # Gradient samples: a ring buffer of recent iterates.
+        L = state.samples_valid.shape[0]
+        slot = (state.iteration + 1) % L
+        samples_z = jnp.where(good, state.samples_z.at[slot].set(new_model.z), state.samples_z)
+        samples_g = jnp.where(good, state.samples_g.at[slot].set(new_model.g), state.samples_g)
+        samples_valid = jnp.where(good, state.samples_valid.at[slot].set(True), state.samples_valid)
+        violation = self._max_violation(new_model, rows, state.scale_c)
+        stationarity, y_stat = self._stationarity(new_model, rows, mu_new, samples_z, samples_g, samples_valid)
+        f_unscaled = new_model.f / state.scale_f
+        current = Tracked(z=new_model.z, f=f_unscaled, violation=violation, stationarity=stationarity, y=y_stat)
+        viol_tol = dtype_tol(self.viol_tol, dtype)
+        feasible = violation <= viol_tol
+        better = feasible & (~state.has_feasible | (f_unscaled < state.best.f))
+        best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), current, state.best)
+        more_feasible = (violation < state.most_feasible.violation) | (
+            (violation == state.most_feasible.violation) & (f_unscaled < state.most_feasible.f)
+        )
+        most_feasible = jax.tree_util.tree_map(
+            lambda a, b: jnp.where(more_feasible, a, b), current, state.most_feasible
+        )
+        # Infeasible and stationary for the linearised violation: count towards INFEASIBLE.
+        stuck_infeasible = ~feasible & (l_ref <= dtype_tol(self.opt_tol, dtype) * jnp.maximum(v, 1.0))
+        step_norm = jnp.max(jnp.abs(s), initial=0.0)
+        tiny_step = step_norm <= self.step_tol * jnp.maximum(1.0, jnp.max(jnp.abs(model.z), initial=0.0))
+        return SQPState(
+            model=new_model,
+            H=H_new,
+            mu=mu_new,
+            violation=violation,
+            stationarity=stationarity,
+            y_stat=y_stat,
+            samples_z=samples_z,
+            samples_g=samples_g,
+            samples_valid=samples_valid,
+            best=best,
+            most_feasible=most_feasible,
+            has_feasible=state.has_feasible | feasible,
+            scale_f=state.scale_f,
+            scale_c=state.scale_c,
+            step_size=t,
+            step_norm=step_norm,
+            iteration=state.iteration + 1,
+            evaluations=state.evaluations + search.evaluations + 1,
+            qp_failures=state.qp_failures + (~qp_ok).astype(jnp.int32),
+            search_failures=search_failures,
+            infeasible_count=jnp.where(stuck_infeasible, state.infeasible_count + 1, 0),
+            nonfinite=hit_nonfinite & (search_failures >= self.max_search_failures),
+            unbounded=(search.status == SearchStatus.UNBOUNDED) & feasible,
+            stalled=(search_failures >= self.max_search_failures) | (good & tiny_step),
+        )
+
+    # ---------------------------------------------------------------- terminate / report
+
+    def terminate(self, problem: FlatProblem, state: SQPState, args: Any):
+        dtype = problem.dtype
+        feasible = state.violation <= dtype_tol(self.viol_tol, dtype)
+        converged = feasible & (state.stationarity <= dtype_tol(self.opt_tol, dtype))
+        unbounded = state.unbounded | (state.has_feasible & (state.best.f < self.unbounded_below))
+        infeasible = state.infeasible_count >= 5
+        status = jnp.select(
+            [state.nonfinite, converged, unbounded, infeasible, state.stalled],
+            [Status.NONFINITE, Status.CONVERGED, Status.UNBOUNDED, Status.INFEASIBLE, Status.STALLED],
+            Status.MAX_STEPS,
+        )
+        done = state.nonfinite | converged | unbounded | infeasible | state.stalled
+        return done, status.astype(jnp.int32)
+
+    def report(self, problem: FlatProblem, state: SQPState, args: Any) -> Report:
+        dtype = problem.dtype
+        converged = (state.violation <= dtype_tol(self.viol_tol, dtype)) & (
+            state.stationarity <= dtype_tol(self.opt_tol, dtype)
+        )
+        current = Tracked(
+            z=state.model.z,
+            f=state.model.f / state.scale_f,
+            violation=state.violation,
+            stationarity=state.stationarity,
+            y=state.y_stat,
+        )
+        pick = lambda a, b, c: jnp.where(converged, a, jnp.where(state.has_feasible, b, c))
+        chosen = jax.tree_util.tree_map(pick, current, state.best, state.most_feasible)
+        # Multipliers of the scaled problem, unscaled: λ = λ_s scale_c / scale_f.
+        lam = chosen.y * state.scale_c / state.scale_f
+        me, mi, n = problem.m_eq, problem.m_ineq, problem.n
+        zeros = jnp.zeros((n,), dtype)
+        z_lower = lam[me + mi : me + mi + n] if problem.has_bounds else zeros
+        z_upper = lam[me + mi + n :] if problem.has_bounds else zeros
+        return Report(
+            z=chosen.z,
+            f=chosen.f,
+            y_eq=lam[:me],
+            y_ineq=lam[me : me + mi],
+            z_lower=z_lower,
+            z_upper=z_upper,
+            stationarity=chosen.stationarity,
+            violation=chosen.violation,
+            evaluations=state.evaluations,
+            inner_iterations=state.iteration,
+        )
+
+    def progress(self, state: SQPState) -> Progress:
+        return Progress(
+            f=state.model.f / state.scale_f,
+            violation=state.violation,
+            stationarity=state.stationarity,
+            step=state.step_size,
+            penalty=state.mu,
+        )
+
