@@ -8,16 +8,23 @@
 from jconstrain.problem import Problem
 from jconstrain.solution import Multipliers, Solution, Stats, Status
 from jconstrain.solve import solve
-from jconstrain.solvers import AbstractSolver, Penalty
+from jconstrain.transforms import projected
+from jconstrain import projections, qp, reparam
+from jconstrain.solvers import SQP, AbstractSolver, Penalty
 
 __all__ = [
     "AbstractSolver",
     "Multipliers",
     "Penalty",
+    "SQP",
     "Problem",
     "Solution",
     "Stats",
     "Status",
+    "projected",
+    "projections",
+    "qp",
+    "reparam",
     "solve",
 ]
 __version__ = "0.1.0"

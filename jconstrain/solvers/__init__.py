@@ -2,5 +2,6 @@
 
 from jconstrain.solvers.base import AbstractSolver
 from jconstrain.solvers.penalty import Penalty
+from jconstrain.solvers.sqp import SQP
 
-__all__ = ["AbstractSolver", "Penalty"]
+__all__ = ["AbstractSolver", "Penalty", "SQP"]
