@@ -3,6 +3,7 @@
 from jconstrain.solvers.alm import AugmentedLagrangian
 from jconstrain.solvers.base import AbstractSolver
 from jconstrain.solvers.penalty import Penalty
+from jconstrain.solvers.projected import ProjectedGradient
 from jconstrain.solvers.sqp import SQP
 
-__all__ = ["AbstractSolver", "AugmentedLagrangian", "Penalty", "SQP"]
+__all__ = ["AbstractSolver", "AugmentedLagrangian", "Penalty", "ProjectedGradient", "SQP"]
