@@ -37,15 +37,17 @@ def _fmt(value: np.ndarray, width: int, integer: bool = False) -> str:
     return text.rjust(width)
 
 
-def row(iteration, f, violation, stationarity, step, penalty) -> None:
-    """Print one iteration's row."""
+def row(iteration, f, violation, stationarity, step, penalty, active=True) -> None:
+    """Print one iteration's row (nothing where `active` is False: a finished vmap member)."""
 
-    def _print(it, f, v, s, a, p) -> None:
+    def _print(it, f, v, s, a, p, active) -> None:
+        if not np.any(active):
+            return
         cells = [_fmt(it, _WIDTHS[0], integer=True)]
         cells += [_fmt(x, w) for x, w in zip((f, v, s, a, p), _WIDTHS[1:])]
         print("  ".join(cells))
 
-    jax.debug.callback(_print, iteration, f, violation, stationarity, step, penalty)
+    jax.debug.callback(_print, iteration, f, violation, stationarity, step, penalty, active)
 
 
 def summary(status, iterations, f, violation) -> None:

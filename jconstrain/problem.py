@@ -130,9 +130,9 @@ def flatten(problem: Problem, x0: PyTree, args: Any) -> tuple[FlatProblem, Array
     def constraint(fn: Callable | None) -> tuple[Callable, Callable | None, int]:
         if fn is None:
             return (lambda z, a: jnp.zeros((0,), dtype)), None, 0
-        out = jax.eval_shape(fn, to_pytree(z0), args)
-        m = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(out))
-        example = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, dtype), out)
+        out = eqx.filter_eval_shape(fn, to_pytree(z0), args)
+        m = sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree_util.tree_leaves(out))
+        example = jax.tree_util.tree_map(lambda s: jnp.zeros(jnp.shape(s), dtype), out)
         _, unravel_out = ravel_pytree(example)
 
         def flat_fn(z: Array, a: Any) -> Array:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -50,7 +51,7 @@ def solve(
     if isinstance(warm_start, Solution):
         warm_start = warm_start.state
     if warm_start is not None:
-        expected = jax.eval_shape(lambda z, a: solver.init(flat, z, a, None), z0, args)
+        expected = eqx.filter_eval_shape(lambda z, a: solver.init(flat, z, a, None), z0, args)
         validation.check_warm_start(warm_start, expected)
     steps = solver.steps if max_steps is None else int(max_steps)
     name = type(solver).__name__
@@ -70,11 +71,11 @@ def solve(
         return (~done) & (k < steps)
 
     def body(carry):
-        k, state, _, _ = carry
+        k, state, done_before, _ = carry
         state = solver.step(flat, state, args)
         done, status = solver.terminate(flat, state, args)
-        if verbose:
-            _print_row(solver, state, k + 1)
+        if verbose:  # under vmap the body also runs for finished members: they stay quiet
+            _print_row(solver, state, k + 1, active=~done_before)
         return k + 1, state, done, status
 
     carry = (jnp.asarray(0, jnp.int32), state, done, jnp.asarray(status, jnp.int32))
@@ -86,9 +87,9 @@ def solve(
     return _solution(flat, report, status, k, state)
 
 
-def _print_row(solver: AbstractSolver, state: Any, k: jax.Array) -> None:
+def _print_row(solver: AbstractSolver, state: Any, k: jax.Array, active: Any = True) -> None:
     p = solver.progress(state)
-    printer.row(k, p.f, p.violation, p.stationarity, p.step, p.penalty)
+    printer.row(k, p.f, p.violation, p.stationarity, p.step, p.penalty, active=active)
 
 
 def _solution(flat: FlatProblem, report: Report, status: jax.Array, k: jax.Array, state: Any) -> Solution:

@@ -90,11 +90,11 @@ def check_problem(problem: Any, x0: Any, args: Any) -> None:
         fn = getattr(problem, name)
         if fn is not None and not callable(fn):
             raise TypeError(f"problem.{name} must be None or callable {name}(x, args), got {type(fn).__name__}.")
-    jax.eval_shape(lambda x, a: _check_output(problem.objective(x, a), "objective", True), x0, args)
+    eqx.filter_eval_shape(lambda x, a: _check_output(problem.objective(x, a), "objective", True), x0, args)
     for name in ("eq", "ineq"):
         fn = getattr(problem, name)
         if fn is not None:
-            jax.eval_shape(lambda x, a, fn=fn, name=name: _check_output(fn(x, a), f"problem.{name}", False), x0, args)
+            eqx.filter_eval_shape(lambda x, a, fn=fn, name=name: _check_output(fn(x, a), f"problem.{name}", False), x0, args)
     _check_bounds(problem.bounds, x0)
 
 
@@ -116,11 +116,13 @@ def _check_bounds(bounds: Any, x0: Any) -> None:
             if not jnp.issubdtype(jnp.result_type(b), jnp.number) or jnp.issubdtype(jnp.result_type(b), jnp.complexfloating):
                 raise TypeError(f"{name} must be real, got dtype {jnp.result_type(b)}.")
             try:
-                np.broadcast_shapes(jnp.shape(b), jnp.shape(p))
+                broadcasts = np.broadcast_shapes(jnp.shape(b), jnp.shape(p)) == jnp.shape(p)
             except ValueError:
+                broadcasts = False
+            if not broadcasts:
                 raise ValueError(
                     f"{name} of shape {jnp.shape(b)} does not broadcast to its variable's shape {jnp.shape(p)}."
-                ) from None
+                )
             if _is_concrete(b) and np.any(np.isnan(np.asarray(b))):
                 raise ValueError(f"{name} contains NaN; use ±inf for no bound.")
         sides.append(leaves)

@@ -35,7 +35,8 @@ class PenaltyState(eqx.Module):
     f: Float[Array, ""]
     c_eq: Float[Array, " me"]
     c_ineq: Float[Array, " mb"]
-    rho: Float[Array, ""]
+    rho: Float[Array, ""]  # the penalty of the next subproblem
+    rho_z: Float[Array, ""]  # the penalty of the subproblem z minimises (scales the multipliers)
     violation: Float[Array, ""]
     stationarity: Float[Array, ""]
     step_norm: Float[Array, ""]
@@ -98,6 +99,7 @@ class Penalty(AbstractSolver):
             c_eq=c_eq,
             c_ineq=c_ineq,
             rho=rho,
+            rho_z=rho,
             violation=max_violation(c_eq, c_ineq),
             stationarity=stationarity,
             step_norm=jnp.zeros((), dtype),
@@ -134,13 +136,14 @@ class Penalty(AbstractSolver):
             c_eq=c_eq,
             c_ineq=c_ineq,
             rho=new_rho,
+            rho_z=rho,
             violation=violation,
             stationarity=stationarity,
             step_norm=step_norm,
             evaluations=state.evaluations + result.evaluations + 2,
             inner_iterations=state.inner_iterations + result.iterations,
             nonfinite=~finite,
-            stalled=at_max & (step_norm == 0),
+            stalled=(step_norm == 0) & (new_rho == rho),  # nothing can change any more
         )
         # A non-finite outcome keeps the last good point and says so.
         return jax.tree_util.tree_map(
@@ -166,8 +169,9 @@ class Penalty(AbstractSolver):
 
     def report(self, problem: FlatProblem, state: PenaltyState, args: Any) -> Report:
         # The multipliers of the penalty subproblem's minimiser: ρ c_E and ρ max(c_I, 0).
-        y_eq = state.rho * state.c_eq
-        nu_all = state.rho * jnp.maximum(state.c_ineq, 0)
+        # ρ is the penalty z was computed with (state.rho may since have grown).
+        y_eq = state.rho_z * state.c_eq
+        nu_all = state.rho_z * jnp.maximum(state.c_ineq, 0)
         y_ineq, z_lower, z_upper = split_bound_multipliers(problem, nu_all)
         return Report(
             z=state.z,
