@@ -5,26 +5,31 @@
     sol = jc.solve(problem, x0, jc.Penalty())
 """
 
+from jconstrain.fold import fold
 from jconstrain.problem import Problem
 from jconstrain.solution import Multipliers, Solution, Stats, Status
 from jconstrain.solve import solve
 from jconstrain.transforms import projected
-from jconstrain import projections, qp, reparam
-from jconstrain.solvers import SQP, AbstractSolver, Penalty
+from jconstrain import projections, qp, reparam, train
+from jconstrain.solvers import SQP, AbstractSolver, AugmentedLagrangian, Penalty, ProjectedGradient
 
 __all__ = [
     "AbstractSolver",
+    "AugmentedLagrangian",
     "Multipliers",
     "Penalty",
     "SQP",
     "Problem",
+    "ProjectedGradient",
     "Solution",
     "Stats",
+    "fold",
     "Status",
     "projected",
     "projections",
     "qp",
     "reparam",
     "solve",
+    "train",
 ]
 __version__ = "0.1.0"

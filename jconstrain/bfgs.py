@@ -10,6 +10,7 @@ acting on s instead of y): when sᵀy < δ yᵀHy, s is replaced by
     s̃ = θ s + (1 - θ) H y,      θ = (1 - δ) yᵀHy / (yᵀHy - sᵀy),
 
 which gives s̃ᵀy = δ yᵀHy > 0. Updates with s̃ᵀy <= 0 or non-finite results are skipped.
+Updates whose result fails a Cholesky factorisation (rounding) are skipped too.
 At the first update H is rescaled to (sᵀy / yᵀy) I before updating (Nocedal-Wright 6.20).
 """
 
@@ -49,5 +50,7 @@ def inverse_update(
     Hy_outer = jnp.outer(Hy, s_t)
     H_new = H - rho * (Hy_outer + Hy_outer.T) + (rho**2 * yHy + rho) * jnp.outer(s_t, s_t)
     H_new = 0.5 * (H_new + H_new.T)
-    ok = (sy_t > 0) & jnp.all(jnp.isfinite(H_new))
+    # Rounding can break positive definiteness when s̃ᵀy is tiny: check with a Cholesky.
+    positive_definite = jnp.all(jnp.isfinite(jnp.linalg.cholesky(H_new)))
+    ok = (sy_t > 0) & jnp.all(jnp.isfinite(H_new)) & positive_definite
     return jnp.where(ok, H_new, H), BFGSInfo(applied=ok, damped=damped & ok)

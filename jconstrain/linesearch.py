@@ -50,7 +50,7 @@ def weak_wolfe(
     c2: float = 0.5,
     t0: float | Float[Array, ""] = 1.0,
     max_evaluations: int = 60,
-    t_max: float = 1e10,
+    t_max: float | Array = 1e10,
     enabled: bool | Array = True,
     noise: float | Array = 0.0,
 ) -> SearchResult:
@@ -66,12 +66,12 @@ def weak_wolfe(
     eps = jnp.finfo(dtype).eps
 
     def cond(carry):
-        k, lo, hi, t, phi_lo, done = carry
+        k, lo, hi, t, phi_lo, done, capped = carry
         collapsed = jnp.isfinite(hi) & (hi - lo <= eps * jnp.maximum(hi, 1.0))
-        return enabled & (~done) & (k < max_evaluations) & ~collapsed & (t <= t_max)
+        return enabled & ~done & ~capped & (k < max_evaluations) & ~collapsed
 
     def body(carry):
-        k, lo, hi, t, phi_lo, _ = carry
+        k, lo, hi, t, phi_lo, _, _ = carry
         phi_t, slope_t = phi_and_slope(t)
         armijo = jnp.isfinite(phi_t) & (phi_t <= phi0 + c1 * t * decrease + noise)
         wolfe = jnp.isfinite(slope_t) & (slope_t >= c2 * decrease)
@@ -79,15 +79,19 @@ def weak_wolfe(
         hi = jnp.where(armijo, hi, t)
         lo_new = jnp.where(armijo, t, lo)
         phi_lo = jnp.where(armijo, phi_t, phi_lo)
-        t_next = jnp.where(done, t, jnp.where(jnp.isfinite(hi), 0.5 * (lo_new + hi), 2.0 * lo_new))
-        return k + 1, lo_new, hi, t_next, phi_lo, done
+        expand = jnp.minimum(2.0 * lo_new, t_max)
+        capped = ~done & ~jnp.isfinite(hi) & (lo_new >= t_max)  # Armijo holds at the cap: stop
+        t_next = jnp.where(done, t, jnp.where(jnp.isfinite(hi), 0.5 * (lo_new + hi), expand))
+        return k + 1, lo_new, hi, t_next, phi_lo, done, capped
 
-    init = (jnp.asarray(0, jnp.int32), jnp.zeros((), dtype), inf, jnp.asarray(t0, dtype), phi0, jnp.asarray(False))
-    k, lo, hi, t, phi_lo, done = jax.lax.while_loop(cond, body, init)
+    t0 = jnp.minimum(jnp.asarray(t0, dtype), t_max)
+    false = jnp.asarray(False)
+    init = (jnp.asarray(0, jnp.int32), jnp.zeros((), dtype), inf, t0, phi0, false, false)
+    k, lo, hi, t, phi_lo, wolfe, at_cap = jax.lax.while_loop(cond, body, init)
     status = jnp.where(
-        done,
+        wolfe,
         SearchStatus.WOLFE,
-        jnp.where(lo > 0, jnp.where(jnp.isinf(hi) & (t > t_max), SearchStatus.UNBOUNDED, SearchStatus.ARMIJO), SearchStatus.FAILED),
+        jnp.where(at_cap, SearchStatus.UNBOUNDED, jnp.where(lo > 0, SearchStatus.ARMIJO, SearchStatus.FAILED)),
     )
-    t_out = jnp.where(done, t, lo)
+    t_out = lo
     return SearchResult(t=t_out, phi=phi_lo, status=status.astype(jnp.int32), evaluations=k)

@@ -61,11 +61,20 @@ class Model(eqx.Module):
 
 
 class Rows(eqx.Module):
-    """Which stacked rows are equalities, and which exist (infinite bounds do not)."""
+    """Which stacked rows are equalities, which are bounds, and which exist (infinite
+    bounds do not)."""
 
     is_eq: Bool[Array, " m"]
+    is_bound: Bool[Array, " m"]
     on: Bool[Array, " m"]
     n_general: int = eqx.field(static=True)
+
+    def dual_box(self, dtype) -> tuple[Array, Array]:
+        """Box of the steering QP's dual: [-1, 1] for equalities, [0, 1] for inequalities
+        (penalised), [0, ∞) for bounds (hard: every step keeps them)."""
+        lo = jnp.where(self.is_eq, -1.0, 0.0).astype(dtype)
+        hi = jnp.where(self.is_bound, jnp.inf, 1.0).astype(dtype)
+        return lo, hi
 
 
 class Tracked(eqx.Module):
@@ -107,12 +116,15 @@ class SQPState(eqx.Module):
 
 def _rows(problem: FlatProblem) -> Rows:
     m_general = problem.m_eq + problem.m_ineq
-    is_eq = np.zeros(m_general + (2 * problem.n if problem.has_bounds else 0), bool)
+    m = m_general + (2 * problem.n if problem.has_bounds else 0)
+    is_eq = np.zeros(m, bool)
     is_eq[: problem.m_eq] = True
+    is_bound = np.zeros(m, bool)
+    is_bound[m_general:] = True
     on = jnp.ones((m_general,), bool)
     if problem.has_bounds:
         on = jnp.concatenate([on, jnp.isfinite(problem.lower), jnp.isfinite(problem.upper)])
-    return Rows(is_eq=jnp.asarray(is_eq), on=on, n_general=m_general)
+    return Rows(is_eq=jnp.asarray(is_eq), is_bound=jnp.asarray(is_bound), on=on, n_general=m_general)
 
 
 def _general_constraints(problem: FlatProblem, z: Array, args: Any) -> Array:
@@ -178,7 +190,7 @@ def _polish_box_qp(M: Array, q: Array, lo: Array, hi: Array, sol: qp.QPSolution)
     rhs = jnp.where(free, -(q + M @ y_fixed), y_fixed)
     y_pol = jnp.linalg.solve(K, rhs)
     objective = lambda y: 0.5 * y @ (M @ y) + q @ y
-    slack = 1e3 * eps * (1.0 + jnp.abs(hi - lo))
+    slack = 1e3 * eps * (1.0 + jnp.abs(y_pol))
     inside = jnp.all((y_pol >= lo - slack) & (y_pol <= hi + slack))
     better = objective(y_pol) <= objective(y) + 1e3 * eps * (1.0 + jnp.abs(objective(y)))
     ok = inside & better & jnp.all(jnp.isfinite(y_pol))
@@ -242,6 +254,7 @@ class SQP(AbstractSolver):
         rows = _rows(problem)
         m = rows.is_eq.shape[0]
         one = jnp.ones((), dtype)
+        z0 = jnp.clip(z0, problem.lower, problem.upper)  # start inside the bounds
         unscaled = _evaluate(problem, z0, args, one, jnp.ones((m,), dtype))
         if warm_start is not None:
             scale_f, scale_c = warm_start.scale_f, warm_start.scale_c
@@ -286,7 +299,8 @@ class SQP(AbstractSolver):
             scale_c=scale_c,
             step_size=jnp.zeros((), dtype),
             step_norm=jnp.zeros((), dtype),
-            iteration=zero,
+            # A warm start continues the count, so its H is not rescaled as a first update.
+            iteration=zero if warm_start is None else warm_start.iteration,
             evaluations=jnp.asarray(1, jnp.int32),
             qp_failures=zero,
             search_failures=zero,
@@ -312,8 +326,7 @@ class SQP(AbstractSolver):
         q = mu * (J @ Hg) - c
         # Absent rows (infinite bounds) have c = -1 and J = 0: their y is 0 at the optimum,
         # without a degenerate [0, 0] box that interior-point methods dislike.
-        lo = jnp.where(rows.is_eq, -1.0, 0.0).astype(c.dtype)
-        hi = jnp.ones_like(c)
+        lo, hi = rows.dual_box(c.dtype)
         sol = qp.solve(M, q, lower=lo, upper=hi)
         y = jnp.clip(_polish_box_qp(M, q, lo, hi, sol), lo, hi) * rows.on
         d = -(mu * Hg + HJt @ y)
@@ -339,12 +352,13 @@ class SQP(AbstractSolver):
         strictly_feasible_ineq_only = ~jnp.any(rows.is_eq & rows.on) & jnp.all(
             jnp.where(rows.on & ~rows.is_eq, model.c < -1e-6, True)
         )
-        # Violations at rounding level (far below viol_tol) give no reason to steer.
-        v_max = jnp.max(jnp.where(rows.is_eq, jnp.abs(model.c), jnp.maximum(model.c, 0)) * rows.on, initial=0.0)
-        may_steer = (v_max > 1e-2 * self.viol_tol) & ~strictly_feasible_ineq_only
+        may_steer = ~strictly_feasible_ineq_only
+        # Reductions are compared up to 1e-2·viol_tol, so violations at rounding level
+        # give no reason to steer, while a step that would leave a feasible point does.
+        slack = 1e-2 * self.viol_tol
 
         def insufficient(d, l_ref):
-            return self._linear_reduction(model, rows, d, v) < self.c_viol * jnp.minimum(v, l_ref)
+            return self._linear_reduction(model, rows, d, v) < self.c_viol * jnp.minimum(v, l_ref) - slack
 
         def cond(carry):
             k, d, y, ok, mu, mu_try, l_ref, done = carry
@@ -364,7 +378,8 @@ class SQP(AbstractSolver):
                 ~may_steer | ~insufficient(d, inf),
                 (k > self.steering_steps) | (~is_reference & ~insufficient(d, l_ref)),
             )
-            mu_next = jnp.where(is_reference, mu * self.c_mu, mu_try * self.c_mu)
+            # The k-th retry shrinks μ by c_mu^(k-1): 10 retries reach c_mu^45.
+            mu_next = jnp.where(is_reference, mu * self.c_mu, mu_try * self.c_mu ** (k - 1).astype(dtype))
             mu_next = jnp.where(k == 0, jnp.zeros((), dtype), mu_next)
             return k + 1, d, y, ok, mu, mu_next, l_ref, done
 
@@ -405,8 +420,9 @@ class SQP(AbstractSolver):
         G = jnp.where(near[:, None], samples_g, model.g[None, :])
         used = rows.on & (rows.is_eq | (model.c >= -dtype_tol(self.viol_tol, dtype)))
         A = jnp.concatenate([G.T, (model.J * used[:, None]).T], axis=1)  # n x (L + m)
-        lower = jnp.concatenate([jnp.zeros((L,), dtype), jnp.where(rows.is_eq, -1.0, 0.0).astype(dtype)])
-        upper = jnp.concatenate([jnp.full((L,), jnp.inf, dtype), jnp.ones((m,), dtype)])
+        lo_u, hi_u = rows.dual_box(dtype)
+        lower = jnp.concatenate([jnp.zeros((L,), dtype), lo_u])
+        upper = jnp.concatenate([jnp.full((L,), jnp.inf, dtype), hi_u])
         A_eq = jnp.concatenate([jnp.ones((1, L), dtype), jnp.zeros((1, m), dtype)], axis=1)
         sol = qp.solve(A.T @ A, jnp.zeros((L + m,), dtype), A_eq=A_eq, b_eq=jnp.reshape(mu, (1,)), lower=lower, upper=upper)
         x = jnp.clip(sol.x, lower, upper)
@@ -445,15 +461,24 @@ class SQP(AbstractSolver):
         decrease = jnp.where(jnp.isfinite(decrease), decrease, 0.0)
         phi0 = mu * model.f + v
 
-        def phi_and_slope(t):
+        def path(t):
+            """The trial point clip(z + t d) (iterates stay inside the bounds) and the
+            direction of the path there (d with the clipped components zeroed)."""
             z = model.z + t * d
+            if not problem.has_bounds:
+                return z, d
+            inside = (z >= problem.lower) & (z <= problem.upper)
+            return jnp.clip(z, problem.lower, problem.upper), jnp.where(inside, d, 0.0)
+
+        def phi_and_slope(t):
+            z, direction = path(t)
             general = lambda z: jnp.concatenate(
                 [problem.objective(z, args)[None], _general_constraints(problem, z, args)]
             )
-            values, slopes = jax.jvp(general, (z,), (d,))
+            values, slopes = jax.jvp(general, (z,), (direction,))
             c_b, J_b = _bound_rows(problem, z)
             c = jnp.concatenate([values[1:], c_b]) * state.scale_c
-            dc = jnp.concatenate([slopes[1:], J_b @ d]) * state.scale_c
+            dc = jnp.concatenate([slopes[1:], J_b @ direction]) * state.scale_c
             f, df = values[0] * state.scale_f, slopes[0] * state.scale_f
             weights = jnp.where(rows.is_eq, jnp.sign(c), (c > 0).astype(dtype)) * rows.on
             v_t, _ = _violations(c, rows)
@@ -461,14 +486,31 @@ class SQP(AbstractSolver):
 
         # Rounding allowance: a few ulps of the merit value and its parts.
         noise = 10 * jnp.finfo(dtype).eps * (mu * jnp.abs(model.f) + v)
+        # Expansion stops at a step of 1e3·max(1, ||z||_∞): a merit function still
+        # falling there looks unbounded below along d.
+        d_norm = jnp.max(jnp.abs(d), initial=0.0)
+        z_norm = jnp.maximum(1.0, jnp.max(jnp.abs(model.z), initial=0.0))
+        t_max = jnp.maximum(1.0, 1e3 * z_norm / jnp.maximum(d_norm, jnp.finfo(dtype).tiny))
+        if problem.has_bounds:
+            # The QP keeps z + d inside the bounds; expanding stops where the box does.
+            room = jnp.where(d > 0, (problem.upper - model.z) / jnp.where(d > 0, d, 1.0), jnp.inf)
+            room = jnp.minimum(room, jnp.where(d < 0, (problem.lower - model.z) / jnp.where(d < 0, d, -1.0), jnp.inf))
+            t_max = jnp.minimum(t_max, jnp.maximum(1.0, jnp.min(room, initial=jnp.inf)))
         search = weak_wolfe(
-            phi_and_slope, phi0, decrease, c1=self.c1, c2=self.c2, enabled=decrease < 0, noise=noise
+            phi_and_slope,
+            phi0,
+            decrease,
+            c1=self.c1,
+            c2=self.c2,
+            enabled=decrease < 0,
+            noise=noise,
+            t_max=t_max,
         )
         moved = (search.status == SearchStatus.WOLFE) | (search.status == SearchStatus.ARMIJO) | (
             search.status == SearchStatus.UNBOUNDED
         )
         t = jnp.where(moved, search.t, 0.0)
-        z_new = model.z + t * d
+        z_new, _ = path(t)
         new_model = _evaluate(problem, z_new, args, state.scale_f, state.scale_c)
         hit_nonfinite = moved & ~_finite(new_model)
         good = moved & ~hit_nonfinite
@@ -479,9 +521,16 @@ class SQP(AbstractSolver):
         first = state.iteration == 0
         H_new, _ = inverse_update(H, s, grad_lag(new_model) - grad_lag(model), self.bfgs_damping, first)
         H_new = jnp.where(good, H_new, H)
+        # A QP direction that is not a descent direction means H lost definiteness to
+        # rounding: restart from the identity.
+        restart = qp_ok & ~(decrease < 0) & jnp.any(d != 0)
+        H_new = jnp.where(restart, jnp.eye(problem.n, dtype=dtype), H_new)
         # A failed search halves μ (PyGRANSO's retry), and counts towards STALLED.
         mu_new = jnp.where(good, mu, 0.5 * mu)
-        search_failures = jnp.where(good, 0, state.search_failures + 1)
+        step_norm = jnp.max(jnp.abs(z_new - model.z), initial=0.0)
+        tiny_step = step_norm <= self.step_tol * jnp.maximum(1.0, jnp.max(jnp.abs(model.z), initial=0.0))
+        # Failed searches and negligible steps both count towards STALLED.
+        search_failures = jnp.where(good & ~tiny_step, 0, state.search_failures + 1)
         # Gradient samples: a ring buffer of recent iterates.
         L = state.samples_valid.shape[0]
         slot = (state.iteration + 1) % L
@@ -504,8 +553,6 @@ class SQP(AbstractSolver):
         )
         # Infeasible and stationary for the linearised violation: count towards INFEASIBLE.
         stuck_infeasible = ~feasible & (l_ref <= dtype_tol(self.opt_tol, dtype) * jnp.maximum(v, 1.0))
-        step_norm = jnp.max(jnp.abs(s), initial=0.0)
-        tiny_step = step_norm <= self.step_tol * jnp.maximum(1.0, jnp.max(jnp.abs(model.z), initial=0.0))
         return SQPState(
             model=new_model,
             H=H_new,
@@ -529,8 +576,8 @@ class SQP(AbstractSolver):
             search_failures=search_failures,
             infeasible_count=jnp.where(stuck_infeasible, state.infeasible_count + 1, 0),
             nonfinite=hit_nonfinite & (search_failures >= self.max_search_failures),
-            unbounded=(search.status == SearchStatus.UNBOUNDED) & feasible,
-            stalled=(search_failures >= self.max_search_failures) | (good & tiny_step),
+            unbounded=feasible & (f_unscaled < self.unbounded_below),
+            stalled=search_failures >= self.max_search_failures,
         )
 
     # ---------------------------------------------------------------- terminate / report
@@ -540,13 +587,16 @@ class SQP(AbstractSolver):
         feasible = state.violation <= dtype_tol(self.viol_tol, dtype)
         converged = feasible & (state.stationarity <= dtype_tol(self.opt_tol, dtype))
         unbounded = state.unbounded | (state.has_feasible & (state.best.f < self.unbounded_below))
-        infeasible = state.infeasible_count >= 5
+        # A problem on which a feasible point was found is never called infeasible.
+        stuck = state.infeasible_count >= 5
+        infeasible = stuck & ~state.has_feasible
         status = jnp.select(
             [state.nonfinite, converged, unbounded, infeasible, state.stalled],
             [Status.NONFINITE, Status.CONVERGED, Status.UNBOUNDED, Status.INFEASIBLE, Status.STALLED],
             Status.MAX_STEPS,
         )
-        done = state.nonfinite | converged | unbounded | infeasible | state.stalled
+        status = jnp.where(stuck & state.has_feasible & ~converged & ~unbounded & ~state.nonfinite, Status.STALLED, status)
+        done = state.nonfinite | converged | unbounded | stuck | state.stalled
         return done, status.astype(jnp.int32)
 
     def report(self, problem: FlatProblem, state: SQPState, args: Any) -> Report:
