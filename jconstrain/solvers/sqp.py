@@ -43,6 +43,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import qp
+from jconstrain import lbfgs
 from jconstrain.bfgs import inverse_update
 from jconstrain.linesearch import SearchStatus, weak_wolfe
 from jconstrain.problem import FlatProblem
@@ -89,7 +90,7 @@ class Tracked(eqx.Module):
 
 class SQPState(eqx.Module):
     model: Model
-    H: Float[Array, "n n"]
+    H: Float[Array, "n n"] | lbfgs.LBFGSMemory
     mu: Float[Array, ""]
     violation: Float[Array, ""]
     stationarity: Float[Array, ""]
@@ -218,6 +219,8 @@ class SQP(AbstractSolver):
             prescaling); reported values are always unscaled.
         unbounded_below: f below this on a feasible point reports UNBOUNDED.
         max_steps: iteration cap.
+        memory: None for the dense n x n BFGS matrix; an int m for limited-memory BFGS
+            with the last m pairs (two-loop recursion, O(m n) memory), for large n.
     """
 
     opt_tol: float = 1e-8
@@ -237,6 +240,7 @@ class SQP(AbstractSolver):
     ngrad: int | None = eqx.field(default=None, static=True)
     max_steps: int = eqx.field(default=1000, static=True)
     max_search_failures: int = eqx.field(default=10, static=True)
+    memory: int | None = eqx.field(default=None, static=True)
 
     penalty_label = "mu"
 
@@ -272,7 +276,7 @@ class SQP(AbstractSolver):
         )
         violation = self._max_violation(model, rows, scale_c)
         L = self._ngrad(problem.n)
-        H = jnp.eye(problem.n, dtype=dtype) if warm_start is None else warm_start.H
+        H = self._identity(problem.n, dtype) if warm_start is None else warm_start.H
         mu = jnp.asarray(self.mu0, dtype) if warm_start is None else warm_start.mu
         samples_z = jnp.zeros((L, problem.n), dtype).at[0].set(z0)
         samples_g = jnp.zeros((L, problem.n), dtype).at[0].set(model.g)
@@ -314,13 +318,29 @@ class SQP(AbstractSolver):
         """The max violation of the unscaled constraints."""
         return _violations(model.c / scale_c, rows)[1]
 
+    # ---------------------------------------------------------------- H: dense or limited memory
+
+    def _identity(self, n: int, dtype) -> Array | lbfgs.LBFGSMemory:
+        if self.memory is None:
+            return jnp.eye(n, dtype=dtype)
+        return lbfgs.init(n, self.memory, dtype)
+
+    def _apply(self, H: Array | lbfgs.LBFGSMemory, v: Array) -> Array:
+        """H v (v a vector or an n x k matrix)."""
+        return H @ v if self.memory is None else lbfgs.apply(H, v)
+
+    def _update(self, H, s: Array, y: Array, first: Array):
+        if self.memory is None:
+            return inverse_update(H, s, y, self.bfgs_damping, first)[0]
+        return lbfgs.update(H, s, y, self.bfgs_damping)[0]
+
     # ---------------------------------------------------------------- direction
 
     def _direction(self, model: Model, rows: Rows, H: Array, mu: Array):
         """Solve the dual steering QP for penalty μ; return (d, y, qp status)."""
         J, c = model.J, model.c
-        HJt = H @ J.T
-        Hg = H @ model.g
+        HJt = self._apply(H, J.T)
+        Hg = self._apply(H, model.g)
         M = J @ HJt
         M = 0.5 * (M + M.T)
         q = mu * (J @ Hg) - c
@@ -453,7 +473,7 @@ class SQP(AbstractSolver):
         # solution. If the QP failed, fall back to d = -H∇φ (∇φ with the signs of c).
         signs = jnp.where(rows.is_eq, jnp.sign(model.c), (model.c > 0).astype(dtype)) * rows.on
         grad_phi = mu * model.g + model.J.T @ signs
-        d_fallback = -(H @ grad_phi)
+        d_fallback = -self._apply(H, grad_phi)
         d = jnp.where(qp_ok, d, d_fallback)
         decrease = jnp.where(
             qp_ok, jnp.dot(d, mu * model.g + model.J.T @ y), jnp.dot(d_fallback, grad_phi)
@@ -519,12 +539,14 @@ class SQP(AbstractSolver):
         s = new_model.z - model.z
         grad_lag = lambda mdl: mu * mdl.g + mdl.J.T @ y
         first = state.iteration == 0
-        H_new, _ = inverse_update(H, s, grad_lag(new_model) - grad_lag(model), self.bfgs_damping, first)
-        H_new = jnp.where(good, H_new, H)
+        H_new = self._update(H, s, grad_lag(new_model) - grad_lag(model), first)
+        H_new = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), H_new, H)
         # A QP direction that is not a descent direction means H lost definiteness to
         # rounding: restart from the identity.
         restart = qp_ok & ~(decrease < 0) & jnp.any(d != 0)
-        H_new = jnp.where(restart, jnp.eye(problem.n, dtype=dtype), H_new)
+        H_new = jax.tree_util.tree_map(
+            lambda a, b: jnp.where(restart, a, b), self._identity(problem.n, dtype), H_new
+        )
         # A failed search halves μ (PyGRANSO's retry), and counts towards STALLED.
         mu_new = jnp.where(good, mu, 0.5 * mu)
         step_norm = jnp.max(jnp.abs(z_new - model.z), initial=0.0)
