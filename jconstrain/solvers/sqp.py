@@ -481,6 +481,8 @@ class SQP(AbstractSolver):
         decrease = jnp.where(jnp.isfinite(decrease), decrease, 0.0)
         phi0 = mu * model.f + v
 
+        violation_cap = 100.0 * jnp.maximum(1.0, v)
+
         def path(t):
             """The trial point clip(z + t d) (iterates stay inside the bounds) and the
             direction of the path there (d with the clipped components zeroed)."""
@@ -502,7 +504,13 @@ class SQP(AbstractSolver):
             f, df = values[0] * state.scale_f, slopes[0] * state.scale_f
             weights = jnp.where(rows.is_eq, jnp.sign(c), (c > 0).astype(dtype)) * rows.on
             v_t, _ = _violations(c, rows)
-            return mu * f + v_t, mu * df + jnp.dot(weights, dc)
+            # Safeguards: an exact penalty with too large μ can look unbounded below along
+            # d (e.g. cubic objectives). Within the QP's unit step a trial point may raise
+            # the violation up to 100·max(1, v) (as IPOPT's θ_max); expanding past t = 1
+            # must not raise it at all.
+            cap = jnp.where(t <= 1.0, violation_cap, v + 1e-2 * self.viol_tol)
+            phi_t = jnp.where(v_t <= cap, mu * f + v_t, jnp.inf)
+            return phi_t, mu * df + jnp.dot(weights, dc)
 
         # Rounding allowance: a few ulps of the merit value and its parts.
         noise = 10 * jnp.finfo(dtype).eps * (mu * jnp.abs(model.f) + v)
