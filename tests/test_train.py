@@ -245,10 +245,11 @@ def test_schedules_aux_and_equinox_params():
 # --- training a network under a recall constraint --------------------------------------------
 
 TARGET = 0.95  # recall of the positive class
-POSITIVE = 8  # the digit that is the positive class (about 10% of the samples)
-STEPS = 2000
-BATCH = 512  # minibatch size (of 1257 training samples)
-WEIGHT_DECAY = 7e-3
+POSITIVE = 8  # the digit that is the positive class
+KEEP = 0.10  # the fraction of its samples that is kept (and trained on)
+STEPS = 3000
+BATCH = 512  # minibatch size (of 1153 training samples)
+WEIGHT_DECAY = 2e-3
 SEED = 0
 
 
@@ -258,22 +259,36 @@ def _primal():
 
 
 def _dual_lr():
-    """The dual step size, decayed like the primal one, so that the last iterate settles."""
-    return optax.cosine_decay_schedule(0.05, STEPS, alpha=0.1)
+    """The dual step size: warmed up over the first 10% of the steps (so that ν does not
+    overshoot while the network is still far from the target), then cosine-decayed."""
+    return optax.warmup_cosine_decay_schedule(0.0, 1e-2, STEPS // 10, STEPS, end_value=3e-4)
 
 
 @functools.lru_cache(maxsize=None)
 def _digits():
-    """scikit-learn's bundled 8x8 digits: digit 8 vs the rest, 70/30 split, float32."""
+    """scikit-learn's bundled 8x8 digits, with digit POSITIVE kept at KEEP of its samples.
+
+    Training set: round(0.1 * 174) = 17 randomly chosen eights -- all of the kept ones, so
+    that the recall measured on the training set has a resolution of 1/17 and the
+    tolerance 0.01 means "at most one eight missed" (16/17 = 0.941) -- plus a random 70%
+    of the other digits (1136 samples): 1.5% positives.
+    Held-out set: the other 157 eights and the other 30% of the other digits (487). It is
+    not the imbalanced distribution (24% positives) but it measures the recall on 157
+    unseen eights, which 17 would not; its figures are reported, and only the recall
+    gain over the unconstrained run is checked.
+    """
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)
     rng = np.random.default_rng(SEED)
-    perm = rng.permutation(len(y))
-    X, y = X[perm] / 16.0, (y[perm] == POSITIVE)
-    n = int(0.7 * len(y))
+    positives = rng.permutation(np.flatnonzero(y == POSITIVE))
+    negatives = rng.permutation(np.flatnonzero(y != POSITIVE))
+    n_pos, n_neg = round(KEEP * len(positives)), int(0.7 * len(negatives))
+    train_idx = rng.permutation(np.concatenate([positives[:n_pos], negatives[:n_neg]]))
+    test_idx = np.concatenate([positives[n_pos:], negatives[n_neg:]])
     to = lambda a: jnp.asarray(a, F32)
-    return to(X[:n]), to(y[:n]), to(X[n:]), to(y[n:])
+    X, y = X / 16.0, y == POSITIVE
+    return to(X[train_idx]), to(y[train_idx]), to(X[test_idx]), to(y[test_idx])
 
 
 def _logits(model, x):
@@ -281,20 +296,28 @@ def _logits(model, x):
 
 
 def _loss_and_recall(model, batch):
-    """Mean logistic loss + weight decay; recall >= TARGET as 1 - recall - (1 - TARGET) <= 0.
+    """Mean logistic loss + weight decay (no class weights); the minibatch constraint
+    recall >= TARGET as TARGET - recall <= 0.
 
-    Proxy: the primal step sees the soft recall mean σ(logit) over the positives; the
-    dual step the true recall, the fraction of positives with logit > 0.
+    Proxy: the primal step sees the soft recall, mean σ(logit) over the minibatch's
+    positives; the dual step the true recall, the fraction of them with logit > 0. A
+    minibatch without positives (probability ~5e-5 per step here) has no recall: its
+    constraint value is 0 (no evidence either way), not the violation 0.95 that a recall
+    of 0 would report.
     """
     x, y = batch
     logits = _logits(model, x)
     params = eqx.filter(model, eqx.is_inexact_array)
     weight_decay = WEIGHT_DECAY * sum(jnp.sum(w**2) for w in jax.tree_util.tree_leaves(params))
     loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y)) + weight_decay
-    n_pos = jnp.maximum(jnp.sum(y), 1.0)
-    soft_recall = jnp.sum(y * jax.nn.sigmoid(logits)) / n_pos
-    recall = jnp.sum(y * (logits > 0)) / n_pos
-    return loss, train.Constraints(ineq=TARGET - soft_recall, ineq_true=TARGET - recall)
+    n_pos = jnp.sum(y)
+    has_pos = n_pos > 0
+    soft_recall = jnp.sum(y * jax.nn.sigmoid(logits)) / jnp.maximum(n_pos, 1.0)
+    recall = jnp.sum(y * (logits > 0)) / jnp.maximum(n_pos, 1.0)
+    return loss, train.Constraints(
+        ineq=jnp.where(has_pos, TARGET - soft_recall, 0.0),
+        ineq_true=jnp.where(has_pos, TARGET - recall, 0.0),
+    )
 
 
 def _unconstrained(model, batch):
@@ -303,16 +326,18 @@ def _unconstrained(model, batch):
 
 
 def _metrics(model, x, y):
-    pred = _logits(model, x) > 0
-    positive = y > 0
-    return float(jnp.sum(pred & positive) / jnp.sum(positive)), float(jnp.mean(pred == positive))
+    """(recall, accuracy, false-positive rate)."""
+    pred = np.asarray(_logits(model, x) > 0)
+    positive = np.asarray(y) > 0
+    return float(pred[positive].mean()), float((pred == positive).mean()), float(pred[~positive].mean())
 
 
 def _train_digits(tx, fn, constrained):
     """STEPS minibatch steps of a 64-32-1 MLP (float32), the whole run one jitted scan.
 
     Each step draws BATCH training samples without replacement (the same sequence for
-    every run); the constraint is the recall on that minibatch.
+    every run); the constraint is the recall on that minibatch. Returns the model, the
+    state, and per step ν and the minibatch's true recall (NaN where unconstrained).
     """
     Xtr, ytr, _, _ = _digits()
     keys = jax.random.split(jax.random.PRNGKey(SEED + 1), STEPS)
@@ -327,52 +352,56 @@ def _train_digits(tx, fn, constrained):
             idx = jax.random.choice(key, len(ytr), (BATCH,), replace=False)
             batch = (Xtr[idx], ytr[idx])
             model, state, info = train.step(tx, state, eqx.combine(params, static), fn, batch)
-            nu = info.nu if constrained else jnp.zeros((), F32)
-            return (eqx.filter(model, eqx.is_array), state), nu
+            nu, recall = (info.nu, TARGET - info.ineq) if constrained else (jnp.zeros((), F32), jnp.nan)
+            return (eqx.filter(model, eqx.is_array), state), (nu, recall)
 
         return jax.lax.scan(body, (params, state), keys)
 
-    (params, state), nu = run(params, state)
-    return eqx.combine(params, static), state, np.asarray(nu)
+    (params, state), (nu, batch_recall) = run(params, state)
+    return eqx.combine(params, static), state, np.asarray(nu), np.asarray(batch_recall)
 
 
-@functools.lru_cache(maxsize=None)
-def _unconstrained_run():
-    tx = train.constrained(_primal(), "lagrangian", dual_lr=_dual_lr())
-    model, _, _ = _train_digits(tx, _unconstrained, constrained=False)
-    return model
+def test_digits_recall_constraint():
+    """The recall constraint on a rare class, through the stepwise API (Lagrangian, νPI).
 
-
-@pytest.mark.parametrize(
-    "formulation, kw",
-    [
-        ("lagrangian", dict(pi_gains=(2.0, 1.0))),
-        ("augmented_lagrangian", dict(rho=1.0)),
-    ],
-    ids=["lagrangian-nuPI", "augmented_lagrangian"],
-)
-def test_digits_recall_constraint(formulation, kw):
+    With 1.5% positives, no class weights and weight decay, the unconstrained network
+    misses recall >= 0.95 on the training set. The same network, data, minibatches and
+    optimiser, under the constraint, meets it within 0.01, at an overall training
+    accuracy within 2 points of the unconstrained run's (either way), and its multiplier
+    has settled: relative change < 5% over the last 10% of the steps. That ν is a real
+    equilibrium, not one frozen by a small step while the constraint is slack: over
+    those steps the minibatch recall averages within 0.04 of the target (a slack
+    constraint would give ~1).
+    """
     Xtr, ytr, Xte, yte = _digits()
-    base = _unconstrained_run()
-    tx = train.constrained(_primal(), formulation, dual_lr=_dual_lr(), **kw)
-    model, state, nu = _train_digits(tx, _loss_and_recall, constrained=True)
+    kw = dict(dual_lr=_dual_lr(), pi_gains=(2.0, 1.0))
+    base, _, _, _ = _train_digits(train.constrained(_primal(), "lagrangian", **kw), _unconstrained, False)
+    model, state, nu, batch_recall = _train_digits(
+        train.constrained(_primal(), "lagrangian", **kw), _loss_and_recall, True
+    )
 
-    recall0, acc0 = _metrics(base, Xtr, ytr)
-    recall, acc = _metrics(model, Xtr, ytr)
-    test_recall0, test_acc0 = _metrics(base, Xte, yte)
-    test_recall, test_acc = _metrics(model, Xte, yte)
-    window = nu[-STEPS // 10 :]
-    drift = float(np.max(np.abs(window - nu[-1])) / abs(nu[-1]))
+    recall0, acc0, fpr0 = _metrics(base, Xtr, ytr)
+    recall, acc, fpr = _metrics(model, Xtr, ytr)
+    test_recall0, test_acc0, test_fpr0 = _metrics(base, Xte, yte)
+    test_recall, test_acc, test_fpr = _metrics(model, Xte, yte)
+    window = slice(-STEPS // 10, None)
+    drift = float(np.max(np.abs(nu[window] - nu[-1])) / abs(nu[-1]))
+    late_recall = float(np.mean(batch_recall[window]))
     print(
-        f"\n[{formulation}] digit {POSITIVE} vs rest, {int(ytr.sum())}/{len(ytr)} positives in train, "
-        f"{int(yte.sum())}/{len(yte)} in test, {STEPS} Adam steps on minibatches of {BATCH}"
-        f"\n  unconstrained: train recall {recall0:.4f} acc {acc0:.4f} | test recall {test_recall0:.4f} acc {test_acc0:.4f}"
-        f"\n  constrained:   train recall {recall:.4f} acc {acc:.4f} | test recall {test_recall:.4f} acc {test_acc:.4f}"
-        f"\n  multiplier {nu[-1]:.4f}, largest relative change over the last {STEPS // 10} steps {drift:.4f}"
+        f"\n[lagrangian-nuPI] digit {POSITIVE} at {KEEP:.0%} of its samples: {int(ytr.sum())}/{len(ytr)} positives "
+        f"in train, {int(yte.sum())}/{len(yte)} held out; {STEPS} Adam steps on minibatches of {BATCH}"
+        f"\n  unconstrained: train recall {recall0:.4f} acc {acc0:.4f} fpr {fpr0:.4f}"
+        f" | held-out recall {test_recall0:.4f} acc {test_acc0:.4f} fpr {test_fpr0:.4f}"
+        f"\n  constrained:   train recall {recall:.4f} acc {acc:.4f} fpr {fpr:.4f}"
+        f" | held-out recall {test_recall:.4f} acc {test_acc:.4f} fpr {test_fpr:.4f}"
+        f"\n  multiplier {nu[-1]:.4f}, largest relative change over the last {STEPS // 10} steps {drift:.4f},"
+        f" mean minibatch recall there {late_recall:.4f}"
     )
     for leaf in jax.tree_util.tree_leaves((eqx.filter(model, eqx.is_array), state.nu)):
         assert leaf.dtype == F32
     assert recall0 < TARGET  # the unconstrained model misses the target ...
     assert recall >= TARGET - 0.01  # ... the constrained one meets it on the training set
-    assert acc >= acc0 - 0.02 and test_acc >= test_acc0 - 0.02  # at most 2 points of accuracy lost
-    assert nu[-1] > 0 and drift < 0.05  # the multiplier has settled
+    assert abs(acc - acc0) <= 0.02  # overall accuracy within 2 points of the unconstrained run
+    assert nu[-1] > 0 and drift < 0.05  # the multiplier has settled ...
+    assert abs(late_recall - TARGET) <= 0.04  # ... with the constraint active
+    assert test_recall > test_recall0  # the recall gain carries over to unseen eights
