@@ -1,0 +1,12 @@
+"""A jitted, vmap-able dense QP solver: `jc.qp.solve`, `QPSolution`, `QPStatus`.
+
+    minimise 1/2 x^T Q x + c^T x  s.t.  A_eq x = b_eq,  A_ineq x <= b_ineq,  lower <= x <= upper
+
+Ruiz equilibration and a homogeneous self-dual interior-point method (Mehrotra
+predictor-corrector); see `jconstrain.qp.ipm` for the mathematics.
+"""
+
+from jconstrain.qp.api import default_tol, solve
+from jconstrain.qp.status import QPSolution, QPStatus
+
+__all__ = ["QPSolution", "QPStatus", "default_tol", "solve"]
