@@ -1,7 +1,7 @@
 """Hock-Schittkowski problems of sif2jax as flat-vector problems, and their scoring.
 
 Shared by `benchmarks/cutest.py` and `tests/test_cutest_smoke.py`. The set and its
-conventions replicate /work/shared/anchors/README.md (how the peers were run):
+conventions replicate ../shared/anchors/README.md (how the peers were run):
 
 - problems: `sif2jax.constrained_minimisation_problems` whose class name starts with
   "HS", with n <= 50 and a stored `expected_objective_value` (97 problems);
@@ -35,7 +35,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-ANCHORS_DIR = os.environ.get("JCONSTRAIN_ANCHORS", "/work/shared/anchors")
+# The anchors live in ../shared/anchors beside the repository (override with JCONSTRAIN_ANCHORS).
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANCHORS_DIR = os.environ.get("JCONSTRAIN_ANCHORS", os.path.join(os.path.dirname(_REPO), "shared", "anchors"))
 REFERENCE_FILE = os.path.join(ANCHORS_DIR, "hs_reference.json")
 
 VIOL_TOL = 1e-6

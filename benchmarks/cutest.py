@@ -6,7 +6,7 @@
     python benchmarks/cutest.py --solvers sqp --set sqp.opt_tol=1e-7 --trace --problems HS71
     python benchmarks/cutest.py --report-only                     # table/summary/plot from saved files
 
-Problems and conventions replicate the anchors (/work/shared/anchors/README.md, see
+Problems and conventions replicate the anchors (../shared/anchors/README.md, see
 `benchmarks/_hs.py`): the 97 sif2jax constrained HS problems with n <= 50 and a stored
 optimum, float64, the flattened y0 as variables, inequalities negated to c(x) <= 0,
 bounds native. Each returned point is scored here (f and max violation incl. bounds
