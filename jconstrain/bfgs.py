@@ -28,6 +28,26 @@ class BFGSInfo(eqx.Module):
     damped: Bool[Array, ""]
 
 
+def initial_scale(s: Float[Array, " n"], y: Float[Array, " n"]) -> tuple[Float[Array, ""], Bool[Array, ""]]:
+    """γ = sᵀy / yᵀy, the scale of the first inverse Hessian γI, and whether it is valid."""
+    sy, yy = jnp.dot(s, y), jnp.dot(y, y)
+    ok = (sy > 0) & (yy > 0)
+    return sy / jnp.where(ok, yy, 1.0), ok
+
+
+def damp(
+    s: Float[Array, " n"], y: Float[Array, " n"], Hy: Float[Array, " n"], damping: float | Float[Array, ""]
+) -> tuple[Float[Array, " n"], Bool[Array, ""]]:
+    """Powell's damping in inverse form: s̃ = θ s + (1 - θ) H y when sᵀy < δ yᵀHy.
+
+    Returns (s̃, damped); s̃ᵀy = δ yᵀHy > 0 when damped, else s̃ = s.
+    """
+    sy, yHy = jnp.dot(s, y), jnp.dot(y, Hy)
+    damped = sy < damping * yHy
+    theta = jnp.where(damped, (1 - damping) * yHy / jnp.where(damped, yHy - sy, 1.0), 1.0)
+    return theta * s + (1 - theta) * Hy, damped
+
+
 def inverse_update(
     H: Float[Array, "n n"],
     s: Float[Array, " n"],
@@ -36,15 +56,11 @@ def inverse_update(
     first: Bool[Array, ""] | bool = False,
 ) -> tuple[Float[Array, "n n"], BFGSInfo]:
     """The damped inverse BFGS update of H with the pair (s, y) (see the module docstring)."""
-    sy = jnp.dot(s, y)
-    yy = jnp.dot(y, y)
-    scale_ok = (sy > 0) & (yy > 0)
-    H = jnp.where(first & scale_ok, (sy / jnp.where(scale_ok, yy, 1.0)) * jnp.eye(H.shape[0], dtype=H.dtype), H)
+    gamma, scale_ok = initial_scale(s, y)
+    H = jnp.where(first & scale_ok, gamma * jnp.eye(H.shape[0], dtype=H.dtype), H)
     Hy = H @ y
     yHy = jnp.dot(y, Hy)
-    damped = sy < damping * yHy
-    theta = jnp.where(damped, (1 - damping) * yHy / jnp.where(damped, yHy - sy, 1.0), 1.0)
-    s_t = theta * s + (1 - theta) * Hy
+    s_t, damped = damp(s, y, Hy, damping)
     sy_t = jnp.dot(s_t, y)
     rho = 1.0 / jnp.where(sy_t > 0, sy_t, 1.0)
     Hy_outer = jnp.outer(Hy, s_t)

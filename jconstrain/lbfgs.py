@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from jconstrain.bfgs import BFGSInfo
+from jconstrain.bfgs import BFGSInfo, damp, initial_scale
 
 
 class LBFGSMemory(eqx.Module):
@@ -120,16 +120,11 @@ def update(
     dtype = mem.S.dtype
     s = jnp.asarray(s, dtype)
     y = jnp.asarray(y, dtype)
-    sy = jnp.dot(s, y)
     yy = jnp.dot(y, y)
-    scale_ok = (sy > 0) & (yy > 0)
-    first = mem.count == 0
-    gamma = jnp.where(first & scale_ok, sy / jnp.where(scale_ok, yy, 1.0), mem.gamma)
+    gamma0, scale_ok = initial_scale(s, y)
+    gamma = jnp.where((mem.count == 0) & scale_ok, gamma0, mem.gamma)
     Hy = apply(eqx.tree_at(lambda t: t.gamma, mem, gamma), y)
-    yHy = jnp.dot(y, Hy)
-    damped = sy < damping * yHy
-    theta = jnp.where(damped, (1 - damping) * yHy / jnp.where(damped, yHy - sy, 1.0), 1.0)
-    s_t = theta * s + (1 - theta) * Hy
+    s_t, damped = damp(s, y, Hy, damping)
     sy_t = jnp.dot(s_t, y)
     rho = 1.0 / jnp.where(sy_t > 0, sy_t, 1.0)
     if rescale:
