@@ -10,20 +10,27 @@ l - x <= 0, x - u <= 0) — are stacked into c ∈ R^m with Jacobian J (m x n, o
 with μ > 0 only ever decreasing. Each iteration:
 
 1. Direction: with H ≈ the inverse Hessian (BFGS) solve the dual steering QP
-       min_y ½ yᵀ(J H Jᵀ)y + (μ J H g - c)ᵀy,   y_E ∈ [-1, 1], y_I ∈ [0, 1],
+       min_y ½ yᵀ(J H Jᵀ)y + (μ J H g - c)ᵀy,   y_E ∈ [-1, 1], y_I ∈ [0, 1], y_B ∈ [0, ∞),
    and set d = -H(μ g + Jᵀy); y/μ estimates the Lagrange multipliers. This is the dual
-   of  min_d μ gᵀd + ½ dᵀH⁻¹d + ||c_E + J_E d||_1 + ||max(c_I + J_I d, 0)||_1.
+   of  min_d μ gᵀd + ½ dᵀH⁻¹d + ||c_E + J_E d||_1 + ||max(c_I + J_I d, 0)||_1  s.t. the
+   (linear, hence exact) bound rows l <= x + d <= u: bounds are hard, every iterate keeps
+   them. The interior-point solution is polished on its active set to machine precision.
 2. Steering: if the linearised violation reduction l(d) = v - v_lin(d) is below
-   c_viol·v, compute the feasibility direction (μ = 0) with reduction l_ref, and shrink
-   μ by c_mu until l(d) >= c_viol·l_ref (at most 10 times).
+   c_viol·v (or d would leave a feasible point), compute the feasibility direction
+   (μ = 0) with reduction l_ref, and shrink μ (by c_mu, c_mu², ...) until
+   l(d) >= c_viol·l_ref (at most `steering_steps` times).
 3. Line search on φ_μ along d: weak Wolfe (Lewis-Overton) with the predicted decrease
-   Δ = μ gᵀd + v_lin(d) - v < 0. A failed search halves μ and tries again next time.
-4. BFGS update of H (damped inverse form, `jconstrain.bfgs`) with s = x+ - x and the
-   difference of the Lagrangian-penalty gradients y = (μ g+ + J+ᵀŷ) - (μ g + Jᵀŷ), ŷ the
-   QP's dual.
+   Δ = -dᵀH⁻¹d < 0, a rounding allowance, and two safeguards: within t <= 1 the
+   violation may grow to at most 100·max(1, v); expanding past t = 1 it may not grow.
+   A failed search halves μ; repeated failures or negligible steps end in STALLED.
+4. BFGS update of H (damped inverse form, `jconstrain.bfgs`, or limited memory with
+   `memory=m`) with s = x+ - x and the difference of the Lagrangian-penalty gradients
+   y = (μ g+ + J+ᵀŷ) - (μ g + Jᵀŷ), ŷ the QP's dual; H restarts at I if a QP direction is
+   not a descent direction (definiteness lost to rounding).
 5. Stationarity (gradient sampling): objective gradients at recent iterates within
    `evaldist` of x and the constraint gradients at x enter the QP
-       min ||G_f w + Jᵀu||²_2   s.t. Σ w = μ, w >= 0, u_E ∈ [-1, 1], u_I ∈ [0, 1] (active rows),
+       min ||G_f w + Jᵀu||²_2   s.t. Σ w = μ, w >= 0, u_E ∈ [-1, 1], u_I ∈ [0, 1], u_B ∈ [0, ∞)
+       (active rows only),
    and the measure is ||G_f w + Jᵀu||_∞ / (μ max(1, ||g||_∞)), the relative norm of a
    Lagrangian gradient built from the Clarke-subdifferential samples. Converged when it
    is <= opt_tol and the max violation <= viol_tol.
