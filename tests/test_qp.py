@@ -215,10 +215,10 @@ def test_badly_scaled_data():
     ref = qp.solve(*args(p))
     sol = qp.solve(*args(scaled))
     assert int(sol.status) == QPStatus.SOLVED
-    np.testing.assert_allclose(d * np.asarray(sol.x), ref.x, atol=1e-6)
-    np.testing.assert_allclose(float(sol.objective), float(ref.objective), rtol=1e-8)
-    np.testing.assert_allclose(np.asarray(sol.y_eq) * e_eq, ref.y_eq, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(sol.z_lower) / d, ref.z_lower, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d * np.asarray(sol.x), ref.x, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(float(sol.objective), float(ref.objective), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(sol.y_eq) * e_eq, ref.y_eq, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(sol.z_lower) / d, ref.z_lower, rtol=1e-7, atol=1e-8)
 
 
 def test_empty_constraints_and_infinite_bounds():
@@ -232,10 +232,20 @@ def test_empty_constraints_and_infinite_bounds():
         np.testing.assert_allclose(sol.x, expected, atol=1e-10)
         assert sol.y_eq.shape == (0,) and sol.y_ineq.shape == (0,)
         np.testing.assert_array_equal(sol.z_lower, 0.0)
-    # One finite bound among infinite ones: x1 <= 0.5 binds with multiplier 4 * 1 - 4 * 0.5... = 2.
+    # One finite bound among infinite ones: x1 <= 0.5 binds, 4 x1 - 4 + z_upper1 = 0.
     sol = qp.solve(Q, c, upper=np.array([np.inf, 0.5, np.inf]))
     np.testing.assert_allclose(sol.x, [-1.0, 0.5, -0.5], atol=1e-10)
     np.testing.assert_allclose(sol.z_upper, [0.0, 2.0, 0.0], atol=1e-9)
+
+
+def test_bound_active_with_zero_multiplier_is_exact():
+    """min |x|^2 / 2 + x0 - x1 over x >= 0: x2 = 0 sits on its bound with a zero
+    multiplier (no strict complementarity), where an interior point only converges
+    like sqrt(mu); polishing on the active set makes the answer exact."""
+    sol = qp.solve(np.eye(3), np.array([1.0, -1.0, 0.0]), lower=np.zeros(3))
+    assert int(sol.status) == QPStatus.SOLVED
+    np.testing.assert_allclose(sol.x, [0.0, 1.0, 0.0], atol=1e-14)
+    np.testing.assert_allclose(sol.z_lower, [1.0, 0.0, 0.0], atol=1e-14)
 
 
 # ------------------------------------------------------------------- infeasibility

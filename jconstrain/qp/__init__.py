@@ -2,8 +2,9 @@
 
     minimise 1/2 x^T Q x + c^T x  s.t.  A_eq x = b_eq,  A_ineq x <= b_ineq,  lower <= x <= upper
 
-Ruiz equilibration and a homogeneous self-dual interior-point method (Mehrotra
-predictor-corrector); see `jconstrain.qp.ipm` for the mathematics.
+Ruiz equilibration (`scaling`), a homogeneous self-dual interior-point method with
+Mehrotra predictor-corrector steps (`ipm`, its linear algebra in `kkt`), and polishing
+on the active set (`polish`); each module's docstring states its mathematics.
 """
 
 from jconstrain.qp.api import default_tol, solve

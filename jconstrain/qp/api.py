@@ -47,7 +47,9 @@ def solve(
     Method: Ruiz equilibration (`jconstrain.qp.scaling`), then a homogeneous self-dual
     interior-point method with Mehrotra predictor-corrector steps (`jconstrain.qp.ipm`,
     linear algebra in `jconstrain.qp.kkt`), which detects primal and dual
-    infeasibility from the same iterates. Typically 6-15 iterations.
+    infeasibility from the same iterates, typically in 6-15 iterations; a solved
+    problem is then polished on its active set (`jconstrain.qp.polish`), which makes
+    the answer exact to rounding error when the active set is identified.
 
     Args:
         Q, c, A_eq, b_eq, A_ineq, b_ineq, lower, upper: the data; a constraint set may

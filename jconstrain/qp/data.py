@@ -97,8 +97,9 @@ def canonical(Q, c, A_eq, b_eq, A_ineq, b_ineq, lower, upper) -> tuple[QPData, A
 
     Shape errors raise ValueError naming the argument (before any tracing). Everything
     is cast to one floating dtype, the promotion of all inputs given (integers promote
-    to the default float); Q is replaced by its symmetric part (Q + Q^T) / 2. `finite` is False when the data hold NaN, or Inf outside the
-    bounds; `crossed` (n,) marks the bounds with lower > upper, lower = +inf or upper = -inf.
+    to the default float); Q is replaced by its symmetric part (Q + Q^T) / 2. `finite`
+    is False when the data hold NaN, or Inf outside the bounds; `crossed` (n,) marks
+    the bounds with lower > upper, lower = +inf or upper = -inf.
     """
     if len(_shape_of(c)) != 1:
         raise ValueError(f"qp.solve: `c` must be a vector of shape (n,), got {_shape_of(c)}.")

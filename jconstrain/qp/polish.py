@@ -47,20 +47,17 @@ def polish(data: QPData, x: Array, z: Array) -> tuple[Array, Array, Array, Array
     dtype = data.c.dtype
     act_in, at_lo, at_up = _active_set(data, x, z)
     fixed = at_lo | at_up
-    free_rows = ~fixed[:, None]
-    # x rows: stationarity for free variables, x_i = bound_i for fixed ones.
-    x_rows = jnp.concatenate(
-        [jnp.where(free_rows, data.Q, jnp.eye(n, dtype=dtype)), jnp.where(free_rows, data.A_eq.T, 0.0), jnp.where(free_rows, data.A_in.T, 0.0)],
-        axis=1,
-    )
-    eq_rows = jnp.concatenate([data.A_eq, jnp.zeros((m_eq, m_eq + m_in), dtype)], axis=1)
-    in_rows = jnp.concatenate(
-        [jnp.where(act_in[:, None], data.A_in, 0.0), jnp.zeros((m_in, m_eq), dtype), jnp.diag(jnp.where(act_in, 0.0, 1.0))],
-        axis=1,
-    )
-    K = jnp.concatenate([x_rows, eq_rows, in_rows], axis=0)
+    free = ~fixed[:, None]
+    active = act_in[:, None]
+    # x rows: stationarity for free variables, x_i = bound_i for fixed ones; inequality
+    # rows: A_i x = b_i when active, y_i = 0 when not.
+    K = jnp.block([
+        [jnp.where(free, data.Q, jnp.eye(n, dtype=dtype)), jnp.where(free, data.A_eq.T, 0.0), jnp.where(free, data.A_in.T, 0.0)],
+        [data.A_eq, jnp.zeros((m_eq, m_eq + m_in), dtype)],
+        [jnp.where(active, data.A_in, 0.0), jnp.zeros((m_in, m_eq), dtype), jnp.diag(jnp.where(act_in, 0.0, 1.0))],
+    ])
     delta = regularisation(dtype)
-    reg = jnp.concatenate([jnp.where(fixed, 0.0, delta), -delta * jnp.ones(m_eq, dtype), jnp.where(act_in, -delta, 0.0)])
+    reg = jnp.concatenate([jnp.where(fixed, 0.0, delta), jnp.full(m_eq, -delta, dtype), jnp.where(act_in, -delta, 0.0)])
     lu = jsl.lu_factor(K + jnp.diag(reg))
     bound = jnp.where(at_lo, data.lower, data.upper)
     rhs = jnp.concatenate([jnp.where(fixed, bound, -data.c), data.b_eq, jnp.where(act_in, data.b_in, 0.0)])

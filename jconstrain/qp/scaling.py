@@ -85,9 +85,9 @@ def equilibrate(data: QPData, sweeps: int = 15) -> tuple[QPData, Scaling]:
     e0 = jnp.ones(A.shape[:1], dtype)
     d, e = jax.lax.fori_loop(0, sweeps, lambda _, de: _ruiz_sweep(data.Q, A, *de), (d0, e0))
     # Scale x by the size of the right-hand sides and bounds, keeping E A D unchanged.
-    finite_bounds = jnp.concatenate([jnp.where(data.has_lower, data.lower, 0.0), jnp.where(data.has_upper, data.upper, 0.0)])
-    rho = jnp.maximum(jnp.max(jnp.abs(e * jnp.concatenate([data.b_eq, data.b_in])), initial=0.0),
-                      jnp.max(jnp.abs(finite_bounds / jnp.concatenate([d, d])), initial=0.0))
+    rhs = e * jnp.concatenate([data.b_eq, data.b_in])
+    bounds = jnp.concatenate([jnp.where(data.has_lower, data.lower, 0.0), jnp.where(data.has_upper, data.upper, 0.0)])
+    rho = jnp.maximum(jnp.max(jnp.abs(rhs), initial=0.0), jnp.max(jnp.abs(bounds / jnp.concatenate([d, d])), initial=0.0))
     rho = jnp.clip(jnp.where(rho > 0, rho, 1.0), _MIN_RHO, _MAX_RHO)
     # With x = rho D x^, dividing the objective by rho^2 keeps D Q D and turns D c into D c / rho.
     Qs = d[:, None] * data.Q * d[None, :]
