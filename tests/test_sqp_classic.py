@@ -4,7 +4,9 @@ Every test runs `jc.SQP()` as it comes (at most `max_steps` is set) in float64 (
 enables x64; the float32 test passes float32 arrays) and checks the answer against an
 analytic optimum or one computed here by a different method (see `tests/classic.py`).
 Targets the solver does not meet yet are kept as stated and marked
-`xfail(strict=True)` with the measured figure, so a fix shows up as an XPASS.
+`xfail` with the measured figure (not strict: these outcomes differ between machines
+and XLA builds, e.g. float32 Rosenbrock passed on one fresh clone with max error 2.9e-5), so
+a fix shows up as an XPASS in the report.
 
 Each test prints one line of figures (status, f error, violation, iterations, time);
 `pytest -s tests/test_sqp_classic.py` shows them.
@@ -91,7 +93,7 @@ def test_rosenbrock_20_starts(rosen_single, rosen_batch):
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the outcome differs between machines and XLA builds
     reason="measured (sqp.py md5 b42d30d2, 05:20 UTC): 16/20 within 1e-4, but starts 5, 6, 7, 18 "
     "hit MAX_STEPS (1000) with x1 = 1/sqrt(2) and x2 stuck at -1.83, -1.08, 0.41, 0.38 "
     "(relative f error up to 2.2e2); the version md5 e38a22ee passed (worst 1.6e-5) and md5 "
@@ -139,7 +141,7 @@ def test_rosenbrock_vmap_matches_single_solves(rosen_batch, rosen_singles):
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the outcome differs between machines and XLA builds
     reason="measured (sqp.py md5 b42d30d2, 05:12 UTC): member 178 (x0 = [2.159, 4.011]) is "
     "CONVERGED in 13 iterations alone (stationarity 3.5e-17) but STALLED in 22 under vmap "
     "(stationarity 0.67) at the same x (|dx| = 3e-16); the version before (md5 e38a22ee) "
@@ -225,7 +227,7 @@ DL_STARTS = 8
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the outcome differs between machines and XLA builds
     reason="measured (sqp.py md5 b42d30d2, 05:20 UTC): only start 0 reaches a local minimum; "
     "the other 7 end STALLED (1, 3, 5, 6, 7) or MAX_STEPS (2, 4) at f 0.4-52% above the nearest "
     "local minimum (start 6: mu driven 1 -> 8e-8 in 26 iterations, stationarity 3.6e-2). "
