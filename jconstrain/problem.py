@@ -218,3 +218,14 @@ def split_bound_multipliers(
         zeros = jnp.zeros((n,), nu_all.dtype)
         return nu_all, zeros, zeros
     return nu_all[:m], nu_all[m : m + n], nu_all[m + n :]
+
+
+def linearise(
+    problem: FlatProblem, z: Float[Array, " n"], args: Any
+) -> tuple[Float[Array, ""], Float[Array, " me"], Float[Array, " mb"], Callable]:
+    """f, c_E and c_I (bounds included, see `inequalities_with_bounds`) at z, with the VJP
+    of z -> (f, c_E, c_I): `vjp((a, λ, ν))[0]` is a ∇f + J_Eᵀλ + J_Iᵀν, one reverse pass
+    for any weighting of the objective and all constraints."""
+    parts = lambda z: (problem.objective(z, args), problem.eq(z, args), inequalities_with_bounds(problem, z, args))
+    (f, c_eq, c_ineq), vjp = jax.vjp(parts, z)
+    return f, c_eq, c_ineq, vjp

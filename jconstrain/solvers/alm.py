@@ -49,7 +49,13 @@ from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import formulations
 from jconstrain.inner import default_optimizer, minimise
-from jconstrain.problem import FlatProblem, inequalities_with_bounds, max_violation, split_bound_multipliers
+from jconstrain.problem import (
+    FlatProblem,
+    inequalities_with_bounds,
+    linearise,
+    max_violation,
+    split_bound_multipliers,
+)
 from jconstrain.solution import Status
 from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
 
@@ -98,8 +104,7 @@ def _evaluate(problem: FlatProblem, z: Array, args: Any, lam: Array, nu: Array) 
     violation_stationarity = ||J^T w||_∞ / max(1, ||w||_∞), w = (c_E, max(c_I, 0)),
     the gradient of ½||w||² (zero where the violation is stationary).
     """
-    parts = lambda z: (problem.objective(z, args), problem.eq(z, args), inequalities_with_bounds(problem, z, args))
-    (f, c_eq, c_ineq), vjp = jax.vjp(parts, z)
+    f, c_eq, c_ineq, vjp = linearise(problem, z, args)
     one, zero = jnp.ones((), z.dtype), jnp.zeros((), z.dtype)
     (grad_f,) = vjp((one, jnp.zeros_like(c_eq), jnp.zeros_like(c_ineq)))
     (grad_l,) = vjp((one, lam, nu))

@@ -25,7 +25,13 @@ from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import formulations
 from jconstrain.inner import default_optimizer, minimise
-from jconstrain.problem import FlatProblem, inequalities_with_bounds, max_violation, split_bound_multipliers
+from jconstrain.problem import (
+    FlatProblem,
+    inequalities_with_bounds,
+    linearise,
+    max_violation,
+    split_bound_multipliers,
+)
 from jconstrain.solution import Status
 from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
 
@@ -48,8 +54,7 @@ class PenaltyState(eqx.Module):
 
 def _evaluate(problem: FlatProblem, z: Array, args: Any, rho: Array):
     """f, c_E, c_I (with bounds), and the stationarity measure at z for penalty ρ."""
-    parts = lambda z: (problem.objective(z, args), problem.eq(z, args), inequalities_with_bounds(problem, z, args))
-    (f, c_eq, c_ineq), vjp = jax.vjp(parts, z)
+    f, c_eq, c_ineq, vjp = linearise(problem, z, args)
     one = jnp.ones((), z.dtype)
     (grad_f,) = vjp((one, jnp.zeros_like(c_eq), jnp.zeros_like(c_ineq)))
     (grad_p,) = vjp((one, rho * c_eq, rho * jnp.maximum(c_ineq, 0)))
