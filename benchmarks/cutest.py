@@ -165,6 +165,32 @@ def run_jc(problem: _hs.HSProblem, ev: _hs.Evaluator, name: str, overrides: dict
     return rec
 
 
+def _dict_constraints(problem: _hs.HSProblem, ev: _hs.Evaluator) -> list[dict]:
+    """SLSQP/IPOPT-style constraint dicts; their inequalities are fun(x) >= 0 (the sif2jax sign)."""
+    constraints = []
+    if problem.meq:
+        constraints.append({"type": "eq", "fun": ev.eq, "jac": ev.jac_eq})
+    if problem.min:
+        constraints.append({"type": "ineq", "fun": lambda x: -ev.ineq(x), "jac": lambda x: -ev.jac_ineq(x)})
+    return constraints
+
+
+def _scipy_style_record(ev: _hs.Evaluator, res, run_time: float) -> dict:
+    """The JSONL record of a SciPy-style OptimizeResult, scored at its x."""
+    rec = _hs.score(ev, res.x)
+    message = str(getattr(res, "message", "")).strip().splitlines()[0] if getattr(res, "message", "") else ""
+    rec.update(
+        status=f"{res.status}: {message}"[:80],
+        iters=int(getattr(res, "nit", -1)),
+        nfev=int(getattr(res, "nfev", -1)),
+        time=run_time,
+        compile_time=None,
+        solver_f=float(res.fun),
+        solver_viol=None,
+    )
+    return rec
+
+
 def _scipy_bounds(problem: _hs.HSProblem):
     from scipy.optimize import Bounds
 
@@ -176,11 +202,7 @@ def run_scipy(problem: _hs.HSProblem, ev: _hs.Evaluator, name: str, repeats: int
 
     method = SCIPY_SOLVERS[name]
     if method == "SLSQP":
-        constraints = []
-        if problem.meq:
-            constraints.append({"type": "eq", "fun": ev.eq, "jac": ev.jac_eq})
-        if problem.min:  # SciPy's inequalities are fun(x) >= 0: the sif2jax sign
-            constraints.append({"type": "ineq", "fun": lambda x: -ev.ineq(x), "jac": lambda x: -ev.jac_ineq(x)})
+        constraints = _dict_constraints(problem, ev)
     else:
         constraints = []
         if problem.meq:
@@ -197,47 +219,20 @@ def run_scipy(problem: _hs.HSProblem, ev: _hs.Evaluator, name: str, repeats: int
                 constraints=constraints, options={"maxiter": MAXITER},
             )  # fmt: skip
 
-    res, run_time = _best_of(run, repeats)
-    rec = _hs.score(ev, res.x)
-    message = str(getattr(res, "message", "")).strip().splitlines()[0] if getattr(res, "message", "") else ""
-    rec.update(
-        status=f"{res.status}: {message}"[:80],
-        iters=int(getattr(res, "nit", -1)),
-        nfev=int(getattr(res, "nfev", -1)),
-        time=run_time,
-        compile_time=None,
-        solver_f=float(res.fun),
-        solver_viol=None,
-    )
-    return rec
+    return _scipy_style_record(ev, *_best_of(run, repeats))
 
 
 def run_ipopt(problem: _hs.HSProblem, ev: _hs.Evaluator, name: str, repeats: int) -> dict:
     import cyipopt
 
-    constraints = []
-    if problem.meq:
-        constraints.append({"type": "eq", "fun": ev.eq, "jac": ev.jac_eq})
-    if problem.min:
-        constraints.append({"type": "ineq", "fun": lambda x: -ev.ineq(x), "jac": lambda x: -ev.jac_ineq(x)})
+    constraints = _dict_constraints(problem, ev)
     bounds = list(zip(problem.lower, problem.upper)) if problem.has_bounds else None
     options = {"tol": 1e-8, "max_iter": MAXITER, "hessian_approximation": "limited-memory", "print_level": 0, "sb": "yes"}
 
     def run():
         return cyipopt.minimize_ipopt(ev.f, problem.x0.copy(), jac=ev.grad, constraints=constraints, bounds=bounds, options=options)
 
-    res, run_time = _best_of(run, repeats)
-    rec = _hs.score(ev, res.x)
-    rec.update(
-        status=f"{res.status}: {res.message}"[:80],
-        iters=int(getattr(res, "nit", -1)),
-        nfev=int(getattr(res, "nfev", -1)),
-        time=run_time,
-        compile_time=None,
-        solver_f=float(res.fun),
-        solver_viol=None,
-    )
-    return rec
+    return _scipy_style_record(ev, *_best_of(run, repeats))
 
 
 def run_one(problem: _hs.HSProblem, ev: _hs.Evaluator, name: str, opts) -> dict:
