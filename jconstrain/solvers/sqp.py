@@ -29,11 +29,17 @@ with μ > 0 only ever decreasing. Each iteration:
    not a descent direction (definiteness lost to rounding).
 5. Stationarity (gradient sampling): objective gradients at recent iterates within
    `evaldist` of x and the constraint gradients at x enter the QP
-       min ||G_f w + Jᵀu||²_2   s.t. Σ w = μ, w >= 0, u_E ∈ [-1, 1], u_I ∈ [0, 1], u_B ∈ [0, ∞)
-       (active rows only),
-   and the measure is ||G_f w + Jᵀu||_∞ / (μ max(1, ||g||_∞)), the relative norm of a
+       min ||G_f w + Jᵀλ||²_2   s.t. Σ w = 1, w >= 0, λ_E ∈ [-1, 1]/μ, λ_I ∈ [0, 1]/μ,
+       λ_B >= 0 (active rows only; the penalty's dual box in units of μ),
+   and the measure is ||G_f w + Jᵀλ||_∞ / max(1, ||g||_∞), the relative norm of a
    Lagrangian gradient built from the Clarke-subdifferential samples. Converged when it
    is <= opt_tol and the max violation <= viol_tol.
+
+Safeguards: if the unit step fails the Armijo test, a second-order correction (back
+onto the linearised working set) is tried first (Maratos effect); H restarts at I after
+a failed search or when steering runs out of μ reductions; at an infeasible point that
+is stationary for the violation, up to `max_escapes` random restarts nearby precede
+INFEASIBLE (first-order stationary points of the violation can be saddles).
 
 The returned point is the converged one, else the best feasible iterate (lowest f
 among those with violation <= viol_tol), else the most feasible one.
@@ -117,6 +123,7 @@ class SQPState(eqx.Module):
     qp_failures: Int[Array, ""]
     search_failures: Int[Array, ""]
     infeasible_count: Int[Array, ""]
+    escapes: Int[Array, ""]
     nonfinite: Bool[Array, ""]
     unbounded: Bool[Array, ""]
     stalled: Bool[Array, ""]
@@ -167,6 +174,14 @@ def _violations(c: Array, rows: Rows) -> tuple[Array, Array]:
     """(l1 violation v, max violation) of stacked constraint values."""
     parts = jnp.where(rows.is_eq, jnp.abs(c), jnp.maximum(c, 0)) * rows.on
     return jnp.sum(parts), jnp.max(parts, initial=0.0)
+
+
+def _merit(problem: FlatProblem, z: Array, args: Any, rows: Rows, mu: Array, scale_f: Array, scale_c: Array):
+    """(φ_μ(z), v(z), c(z)) of the scaled problem, from values only (no derivatives)."""
+    c_b, _ = _bound_rows(problem, z)
+    c = jnp.concatenate([_general_constraints(problem, z, args), c_b]) * scale_c
+    v, _ = _violations(c, rows)
+    return mu * problem.objective(z, args) * scale_f + v, v, c
 
 
 def _finite(model: Model) -> Array:
@@ -225,6 +240,9 @@ class SQP(AbstractSolver):
         prescale: scale f and each constraint by min(1, 100/||∇||_∞) at x0 (PyGRANSO's
             prescaling); reported values are always unscaled.
         unbounded_below: f below this on a feasible point reports UNBOUNDED.
+        max_escapes: before INFEASIBLE is reported, up to this many random restarts near
+            the stuck point (radius 1e-2, 2e-2, ... times max(1, ||x||_∞)): a first-order
+            stationary point of the violation may be a saddle (e.g. where ∇c = 0).
         max_steps: iteration cap.
         memory: None for the dense n x n BFGS matrix; an int m for limited-memory BFGS
             with the last m pairs (two-loop recursion, O(m n) memory), for large n.
@@ -247,6 +265,7 @@ class SQP(AbstractSolver):
     ngrad: int | None = eqx.field(default=None, static=True)
     max_steps: int = eqx.field(default=1000, static=True)
     max_search_failures: int = eqx.field(default=10, static=True)
+    max_escapes: int = eqx.field(default=3, static=True)
     memory: int | None = eqx.field(default=None, static=True)
 
     penalty_label = "mu"
@@ -316,6 +335,7 @@ class SQP(AbstractSolver):
             qp_failures=zero,
             search_failures=zero,
             infeasible_count=zero,
+            escapes=zero,
             nonfinite=~_finite(model),
             unbounded=jnp.asarray(False),
             stalled=jnp.asarray(False),
@@ -421,8 +441,40 @@ class SQP(AbstractSolver):
             inf,
             jnp.asarray(False),
         )
-        _, d, y, ok, mu, _, l_ref, _ = jax.lax.while_loop(cond, body, init)
-        return d, y, ok, mu, l_ref
+        k, d, y, ok, mu, _, l_ref, _ = jax.lax.while_loop(cond, body, init)
+        exhausted = (k > self.steering_steps) & insufficient(d, l_ref)
+        return d, y, ok, mu, l_ref, exhausted
+
+    def _second_order_correction(self, merit, z_full, model, rows, H, y, phi_target, cap, *, enabled, clip):
+        """The full step with a second-order correction, against the Maratos effect.
+
+        Near a solution the unit step z + d can raise the l1 violation by O(||d||²) (the
+        constraints' curvature) more than it lowers μf, and the merit line search then
+        cuts good steps short. If z + d fails the Armijo test, the correction
+
+            d_c = -H J_Wᵀ (J_W H J_Wᵀ)⁻¹ c_W(z + d)
+
+        (the least H⁻¹-norm step back onto the linearised working set W: equalities,
+        inequalities with QP dual y > 0 or violated at z + d) is tried, and
+        z + d + d_c is taken when it passes the Armijo test (Nocedal & Wright, §18.3).
+        Returns (accepted, z + d + d_c).
+        """
+
+        def corrected():
+            phi_full, v_full, c_full = merit(z_full)
+            full_ok = jnp.isfinite(phi_full) & (phi_full <= phi_target) & (v_full <= cap)
+            working = rows.on & ~rows.is_bound & (rows.is_eq | (y > 0) | (c_full > 0))
+            J_w = model.J * working[:, None]
+            HJt = self._apply(H, J_w.T)
+            K = J_w @ HJt
+            scale = jnp.maximum(jnp.max(jnp.abs(jnp.diag(K)), initial=0.0), 1.0)
+            K = K + jnp.diag(jnp.where(working, 1e-12 * scale, 1.0))
+            z_c = clip(z_full - HJt @ jnp.linalg.solve(K, jnp.where(working, c_full, 0.0)))
+            phi_c, v_c, _ = merit(z_c)
+            ok = ~full_ok & jnp.isfinite(phi_c) & (phi_c <= phi_target) & (v_c <= cap) & jnp.all(jnp.isfinite(z_c))
+            return ok, jnp.where(ok, z_c, z_full)
+
+        return jax.lax.cond(enabled, corrected, lambda: (jnp.asarray(False), z_full))
 
     # ---------------------------------------------------------------- stationarity
 
@@ -447,34 +499,112 @@ class SQP(AbstractSolver):
         G = jnp.where(near[:, None], samples_g, model.g[None, :])
         used = rows.on & (rows.is_eq | (model.c >= -dtype_tol(self.viol_tol, dtype)))
         A = jnp.concatenate([G.T, (model.J * used[:, None]).T], axis=1)  # n x (L + m)
-        lo_u, hi_u = rows.dual_box(dtype)
-        lower = jnp.concatenate([jnp.zeros((L,), dtype), lo_u])
-        upper = jnp.concatenate([jnp.full((L,), jnp.inf, dtype), hi_u])
-        A_eq = jnp.concatenate([jnp.ones((1, L), dtype), jnp.zeros((1, m), dtype)], axis=1)
-        sol = qp.solve(A.T @ A, jnp.zeros((L + m,), dtype), A_eq=A_eq, b_eq=jnp.reshape(mu, (1,)), lower=lower, upper=upper)
-        x = jnp.clip(sol.x, lower, upper)
-        u = x[L:] * used
-        combination = G.T @ x[:L] + model.J.T @ u
+        # The QP in units of μ (Σ w = 1, u = λ ∈ μ⁻¹·box): its accuracy then does not
+        # depend on how small μ has become.
         tiny = jnp.finfo(dtype).tiny
-        scale = jnp.maximum(mu * jnp.maximum(1.0, jnp.max(jnp.abs(model.g), initial=0.0)), tiny)
+        lo_u, hi_u = rows.dual_box(dtype)
+        inv_mu = 1.0 / jnp.maximum(mu, tiny)
+        lower = jnp.concatenate([jnp.zeros((L,), dtype), lo_u * inv_mu])
+        upper = jnp.concatenate([jnp.full((L,), jnp.inf, dtype), hi_u * inv_mu])
+        A_eq = jnp.concatenate([jnp.ones((1, L), dtype), jnp.zeros((1, m), dtype)], axis=1)
+        sol = qp.solve(A.T @ A, jnp.zeros((L + m,), dtype), A_eq=A_eq, b_eq=jnp.ones((1,), dtype), lower=lower, upper=upper)
+        x = jnp.clip(sol.x, lower, upper)
+        lam_all = x[L:] * used
+        combination = G.T @ x[:L] + model.J.T @ lam_all
+        scale = jnp.maximum(1.0, jnp.max(jnp.abs(model.g), initial=0.0))
         measure = jnp.max(jnp.abs(combination), initial=0.0) / scale
         # Fall back to the single-sample measure (no multipliers) when the QP fails.
-        single = jnp.max(jnp.abs(mu * model.g), initial=0.0) / scale
+        single = jnp.max(jnp.abs(model.g), initial=0.0) / scale
         usable = (sol.status == qp.QPStatus.SOLVED) | (sol.status == qp.QPStatus.MAX_ITER)
         ok = usable & jnp.isfinite(measure)
         measure = jnp.where(ok, jnp.minimum(measure, single), single)
         measure = jnp.where(mu > 0, measure, jnp.inf)
-        lam = jnp.where(ok & (measure < single), u, 0.0) / jnp.maximum(mu, tiny)
+        lam = jnp.where(ok & (measure < single), lam_all, 0.0)
         return measure, lam
 
     # ---------------------------------------------------------------- step
 
+    def _track(self, state: SQPState, current: Tracked):
+        """(feasible, best, most_feasible) after visiting `current`."""
+        feasible = current.violation <= dtype_tol(self.viol_tol, current.f.dtype)
+        better = feasible & (~state.has_feasible | (current.f < state.best.f))
+        best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), current, state.best)
+        more_feasible = (current.violation < state.most_feasible.violation) | (
+            (current.violation == state.most_feasible.violation) & (current.f < state.most_feasible.f)
+        )
+        most_feasible = jax.tree_util.tree_map(
+            lambda a, b: jnp.where(more_feasible, a, b), current, state.most_feasible
+        )
+        return feasible, best, most_feasible
+
+    def _stuck(self, state: SQPState) -> Array:
+        """Stationary for the linearised violation, while infeasible, 5 times running."""
+        return state.infeasible_count >= 5
+
     def step(self, problem: FlatProblem, state: SQPState, args: Any) -> SQPState:
+        escape = self._stuck(state) & ~state.has_feasible & (state.escapes < self.max_escapes)
+        return jax.lax.cond(
+            escape, lambda: self._escape(problem, state, args), lambda: self._sqp_step(problem, state, args)
+        )
+
+    def _escape(self, problem: FlatProblem, state: SQPState, args: Any) -> SQPState:
+        """Restart from a random point near a stuck infeasible iterate (H ← I).
+
+        The k-th escape (k = 1, 2, ...) samples z + r ξ, ξ uniform in [-1, 1]^n (a fixed
+        key folded with the iteration count), r = 1e-2 k max(1, ||z||_∞), clipped to the
+        bounds. Best and most-feasible tracking carry on, so nothing found is lost.
+        """
+        dtype = problem.dtype
+        rows = _rows(problem)
+        z = state.model.z
+        key = jax.random.fold_in(jax.random.PRNGKey(0), state.iteration)
+        xi = jax.random.uniform(key, z.shape, dtype, -1.0, 1.0)
+        radius = 1e-2 * (state.escapes + 1).astype(dtype) * jnp.maximum(1.0, jnp.max(jnp.abs(z), initial=0.0))
+        z_new = jnp.clip(z + radius * xi, problem.lower, problem.upper)
+        new_model = _evaluate(problem, z_new, args, state.scale_f, state.scale_c)
+        finite = _finite(new_model)
+        new_model = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new_model, state.model)
+        violation = self._max_violation(new_model, rows, state.scale_c)
+        f_unscaled = new_model.f / state.scale_f
+        inf = jnp.asarray(jnp.inf, dtype)
+        current = Tracked(z=new_model.z, f=f_unscaled, violation=violation, stationarity=inf, y=state.y_stat * 0)
+        feasible, best, most_feasible = self._track(state, current)
+        L = state.samples_valid.shape[0]
+        return eqx.tree_at(
+            lambda s: (
+                s.model, s.H, s.violation, s.stationarity, s.y_stat, s.samples_z, s.samples_g, s.samples_valid,
+                s.best, s.most_feasible, s.has_feasible, s.step_size, s.step_norm, s.iteration, s.evaluations,
+                s.search_failures, s.infeasible_count, s.escapes,
+            ),
+            state,
+            (
+                new_model,
+                self._identity(problem.n, dtype),
+                violation,
+                inf,
+                current.y,
+                jnp.zeros_like(state.samples_z).at[0].set(new_model.z),
+                jnp.zeros_like(state.samples_g).at[0].set(new_model.g),
+                jnp.zeros((L,), bool).at[0].set(True),
+                best,
+                most_feasible,
+                state.has_feasible | feasible,
+                jnp.zeros((), dtype),
+                jnp.max(jnp.abs(new_model.z - z), initial=0.0),
+                state.iteration + 1,
+                state.evaluations + 1,
+                jnp.zeros((), jnp.int32),
+                jnp.zeros((), jnp.int32),
+                state.escapes + 1,
+            ),
+        )
+
+    def _sqp_step(self, problem: FlatProblem, state: SQPState, args: Any) -> SQPState:
         dtype = problem.dtype
         rows = _rows(problem)
         model, H = state.model, state.H
         v, _ = _violations(model.c, rows)
-        d, y, qp_ok, mu, l_ref = self._steer(model, rows, H, state.mu, v)
+        d, y, qp_ok, mu, l_ref, steering_exhausted = self._steer(model, rows, H, state.mu, v)
         # Predicted decrease of φ: for the QP's d, -dᵀH⁻¹d = dᵀ(μg + Jᵀy) bounds the
         # model decrease μgᵀd + v_lin(d) - v from above and has no cancellation near a
         # solution. If the QP failed, fall back to d = -H∇φ (∇φ with the signs of c).
@@ -531,21 +661,26 @@ class SQP(AbstractSolver):
             room = jnp.where(d > 0, (problem.upper - model.z) / jnp.where(d > 0, d, 1.0), jnp.inf)
             room = jnp.minimum(room, jnp.where(d < 0, (problem.lower - model.z) / jnp.where(d < 0, d, -1.0), jnp.inf))
             t_max = jnp.minimum(t_max, jnp.maximum(1.0, jnp.min(room, initial=jnp.inf)))
+        merit = lambda z: _merit(problem, z, args, rows, mu, state.scale_f, state.scale_c)
+        soc_ok, z_soc = self._second_order_correction(
+            merit, path(1.0)[0], model, rows, H, y, phi0 + self.c1 * decrease + noise, violation_cap,
+            enabled=decrease < 0, clip=lambda z: jnp.clip(z, problem.lower, problem.upper),
+        )
         search = weak_wolfe(
             phi_and_slope,
             phi0,
             decrease,
             c1=self.c1,
             c2=self.c2,
-            enabled=decrease < 0,
+            enabled=(decrease < 0) & ~soc_ok,
             noise=noise,
             t_max=t_max,
         )
-        moved = (search.status == SearchStatus.WOLFE) | (search.status == SearchStatus.ARMIJO) | (
+        moved = soc_ok | (search.status == SearchStatus.WOLFE) | (search.status == SearchStatus.ARMIJO) | (
             search.status == SearchStatus.UNBOUNDED
         )
-        t = jnp.where(moved, search.t, 0.0)
-        z_new, _ = path(t)
+        t = jnp.where(soc_ok, 1.0, jnp.where(moved, search.t, 0.0))
+        z_new = jnp.where(soc_ok, z_soc, path(t)[0])
         new_model = _evaluate(problem, z_new, args, state.scale_f, state.scale_c)
         hit_nonfinite = moved & ~_finite(new_model)
         good = moved & ~hit_nonfinite
@@ -558,7 +693,9 @@ class SQP(AbstractSolver):
         H_new = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), H_new, H)
         # A QP direction that is not a descent direction means H lost definiteness to
         # rounding: restart from the identity.
-        restart = qp_ok & ~(decrease < 0) & jnp.any(d != 0)
+        # So does a failed search: the quasi-Newton model no longer predicts φ (typically
+        # H has grown huge along directions of little curvature).
+        restart = (qp_ok & ~(decrease < 0) & jnp.any(d != 0)) | ~good | steering_exhausted
         H_new = jax.tree_util.tree_map(
             lambda a, b: jnp.where(restart, a, b), self._identity(problem.n, dtype), H_new
         )
@@ -578,16 +715,7 @@ class SQP(AbstractSolver):
         stationarity, y_stat = self._stationarity(new_model, rows, mu_new, samples_z, samples_g, samples_valid)
         f_unscaled = new_model.f / state.scale_f
         current = Tracked(z=new_model.z, f=f_unscaled, violation=violation, stationarity=stationarity, y=y_stat)
-        viol_tol = dtype_tol(self.viol_tol, dtype)
-        feasible = violation <= viol_tol
-        better = feasible & (~state.has_feasible | (f_unscaled < state.best.f))
-        best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), current, state.best)
-        more_feasible = (violation < state.most_feasible.violation) | (
-            (violation == state.most_feasible.violation) & (f_unscaled < state.most_feasible.f)
-        )
-        most_feasible = jax.tree_util.tree_map(
-            lambda a, b: jnp.where(more_feasible, a, b), current, state.most_feasible
-        )
+        feasible, best, most_feasible = self._track(state, current)
         # Infeasible and stationary for the linearised violation: count towards INFEASIBLE.
         stuck_infeasible = ~feasible & (l_ref <= dtype_tol(self.opt_tol, dtype) * jnp.maximum(v, 1.0))
         return SQPState(
@@ -608,10 +736,11 @@ class SQP(AbstractSolver):
             step_size=t,
             step_norm=step_norm,
             iteration=state.iteration + 1,
-            evaluations=state.evaluations + search.evaluations + 1,
+            evaluations=state.evaluations + search.evaluations + 1 + 2 * (decrease < 0).astype(jnp.int32),
             qp_failures=state.qp_failures + (~qp_ok).astype(jnp.int32),
             search_failures=search_failures,
             infeasible_count=jnp.where(stuck_infeasible, state.infeasible_count + 1, 0),
+            escapes=state.escapes,
             nonfinite=hit_nonfinite & (search_failures >= self.max_search_failures),
             unbounded=feasible & (f_unscaled < self.unbounded_below),
             stalled=search_failures >= self.max_search_failures,
@@ -625,15 +754,15 @@ class SQP(AbstractSolver):
         converged = feasible & (state.stationarity <= dtype_tol(self.opt_tol, dtype))
         unbounded = state.unbounded | (state.has_feasible & (state.best.f < self.unbounded_below))
         # A problem on which a feasible point was found is never called infeasible.
-        stuck = state.infeasible_count >= 5
-        infeasible = stuck & ~state.has_feasible
+        stuck = self._stuck(state)
+        infeasible = stuck & ~state.has_feasible & (state.escapes >= self.max_escapes)
         status = jnp.select(
             [state.nonfinite, converged, unbounded, infeasible, state.stalled],
             [Status.NONFINITE, Status.CONVERGED, Status.UNBOUNDED, Status.INFEASIBLE, Status.STALLED],
             Status.MAX_STEPS,
         )
         status = jnp.where(stuck & state.has_feasible & ~converged & ~unbounded & ~state.nonfinite, Status.STALLED, status)
-        done = state.nonfinite | converged | unbounded | stuck | state.stalled
+        done = state.nonfinite | converged | unbounded | infeasible | (stuck & state.has_feasible) | state.stalled
         return done, status.astype(jnp.int32)
 
     def report(self, problem: FlatProblem, state: SQPState, args: Any) -> Report:
