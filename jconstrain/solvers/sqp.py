@@ -660,6 +660,9 @@ class SQP(AbstractSolver):
             # The QP keeps z + d inside the bounds; expanding stops where the box does.
             room = jnp.where(d > 0, (problem.upper - model.z) / jnp.where(d > 0, d, 1.0), jnp.inf)
             room = jnp.minimum(room, jnp.where(d < 0, (problem.lower - model.z) / jnp.where(d < 0, d, -1.0), jnp.inf))
+            # Components already at their bound (room 0) stay clipped along the whole path
+            # (rounding leaves tiny d there): they do not stop the expansion.
+            room = jnp.where(room > 0, room, jnp.inf)
             t_max = jnp.minimum(t_max, jnp.maximum(1.0, jnp.min(room, initial=jnp.inf)))
         merit = lambda z: _merit(problem, z, args, rows, mu, state.scale_f, state.scale_c)
         soc_ok, z_soc = self._second_order_correction(
