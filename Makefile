@@ -17,11 +17,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) benchmarks/demo.py
 
+# One BLAS thread per process: pytest -n 2 on 2 cores would otherwise oversubscribe
+# (JAX's CPU LAPACK runs on scipy's OpenBLAS, whose spinning threads then fight).
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile -q
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q
 
 test-fast: install
-	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow"
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q -m "not slow"
 
 bench: install
 	$(PY) benchmarks/cutest.py

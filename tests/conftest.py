@@ -3,7 +3,11 @@
 import os
 import sys
 
-import jax
+# One BLAS thread per test process (and per notebook kernel, which inherits it): pytest -n 2
+# on 2 cores otherwise oversubscribes, and JAX's CPU LAPACK runs on scipy's OpenBLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

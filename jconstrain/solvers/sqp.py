@@ -223,6 +223,10 @@ def _polish_box_qp(M: Array, q: Array, lo: Array, hi: Array, sol: qp.QPSolution)
 class SQP(AbstractSolver):
     """BFGS-SQP with a steered exact penalty (see the module docstring).
 
+    The line search takes directional derivatives with `jax.jvp`, so f and the
+    constraints must support forward mode: write custom derivatives as `jax.custom_jvp`
+    (which serves reverse mode too), not `jax.custom_vjp`.
+
     Attributes:
         opt_tol: stationarity tolerance (relative, see the module docstring).
         viol_tol: feasibility tolerance on the max violation.
