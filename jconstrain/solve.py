@@ -8,10 +8,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from jconstrain import printer, validation
+from jconstrain import implicit, printer, validation
 from jconstrain.problem import FlatProblem, Problem, flatten
 from jconstrain.solution import Multipliers, Solution, Stats, Status
 from jconstrain.solvers.base import AbstractSolver, Report
+from jconstrain.solvers.projected import ProjectedGradient, flat_projection
 
 
 def solve(
@@ -30,6 +31,12 @@ def solve(
     `lax.while_loop` over the solver's state; `verbose=True` prints an iteration table
     through `jax.debug.callback` (works under jit).
 
+    Derivatives: `sol.x`, `sol.f` and `sol.multipliers` are differentiable with respect to
+    `args`, bounds and arrays the problem's functions close over, by implicit
+    differentiation of the optimality conditions at the returned point, not through the
+    iterations (see `jconstrain.implicit`): the loop runs on stop-gradient inputs, so x0
+    and warm_start get zero derivatives.
+
     Args:
         problem: a `jc.Problem`.
         x0: the starting point, any pytree (an `equinox.Module` too: only its
@@ -47,9 +54,14 @@ def solve(
     validation.check_options(solver, max_steps, verbose)
     x0 = validation.normalise_x0(x0)
     validation.check_problem(problem, x0, args)
+    problem, args = implicit.hoist_closures(problem, x0, args)
     flat, z0 = flatten(problem, x0, args)
     if isinstance(warm_start, Solution):
         warm_start = warm_start.state
+    # The loop sees no derivatives: they come from `implicit` at the returned point.
+    differentiable_flat, differentiable_args = flat, args
+    flat, z0, args = implicit.stop_problem_gradient(flat), implicit.stop_gradient(z0), implicit.stop_gradient(args)
+    warm_start = implicit.stop_gradient(warm_start)
     if warm_start is not None:
         expected = eqx.filter_eval_shape(lambda z, a: solver.init(flat, z, a, None), z0, args)
         validation.check_warm_start(warm_start, expected)
@@ -84,7 +96,21 @@ def solve(
     report = solver.report(flat, state, args)
     if verbose:
         printer.summary(status, k, report.f, report.violation)
+    report = _differentiable(solver, differentiable_flat, report, status, differentiable_args)
     return _solution(flat, report, status, k, state)
+
+
+def _differentiable(solver: AbstractSolver, flat: FlatProblem, report: Report, status: jax.Array, args: Any) -> Report:
+    """The report with z, f and the multipliers differentiable in (args, bounds): the
+    identity unless differentiated (`jconstrain.implicit`)."""
+    point = implicit.SolutionPoint(report.z, report.f, report.y_eq, report.y_ineq, report.z_lower, report.z_upper)
+    if isinstance(solver, ProjectedGradient):
+        project = lambda p, z: flat_projection(p, solver.projection)(z)
+        point = implicit.fixed_point_solution(flat, point, status, args, project)
+    else:
+        point = implicit.kkt_solution(flat, point, status, args)
+    fields = ("z", "f", "y_eq", "y_ineq", "z_lower", "z_upper")
+    return eqx.tree_at(lambda r: [getattr(r, name) for name in fields], report, [getattr(point, name) for name in fields])
 
 
 def _print_row(solver: AbstractSolver, state: Any, k: jax.Array, active: Any = True) -> None:
