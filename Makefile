@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-batch clean
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/cutest.py
+
+bench-batch: install
+	$(PY) benchmarks/batch.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

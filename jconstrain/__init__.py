@@ -10,7 +10,7 @@ from jconstrain.problem import Problem
 from jconstrain.solution import Multipliers, Solution, Stats, Status
 from jconstrain.solve import solve
 from jconstrain.transforms import projected
-from jconstrain import projections, qp, reparam, train
+from jconstrain import batch, projections, qp, reparam, train
 from jconstrain.solvers import SQP, AbstractSolver, AugmentedLagrangian, Penalty, ProjectedGradient
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "ProjectedGradient",
     "Solution",
     "Stats",
+    "batch",
     "fold",
     "Status",
     "projected",
