@@ -5,10 +5,19 @@ m(z) (their subproblem) approximately at every outer iteration:
 
     z_{k+1} = z_k + u_k,   u_k = optimizer.update(∇m(z_k), ...),
 
-until ||∇m(z)||_∞ <= tol, the optimiser makes no move, a non-finite value appears,
-or `max_steps` iterations pass. Line-search optimisers such as `optax.lbfgs()`
+until ||∇m(z)||_∞ <= tol, the optimiser makes no move, no finite way on is left, or
+`max_steps` iterations pass. Line-search optimisers such as `optax.lbfgs()`
 receive `value`, `grad` and `value_fn` as extra arguments, and their cached value and
 gradient are reused.
+
+Non-finite values: with `max_backtracks` > 0 (the penalty and augmented-Lagrangian
+solvers use `NONFINITE_BACKTRACKS`), an update whose end point has a NaN/Inf value or
+gradient (e.g. log of a negative number on a step of an optimiser without a line search,
+or one that its line search accepted) is backtracked, z + 2^-j u for j = 1, ...,
+`max_backtracks`, to the first point with finite value and gradient and m <= m(z); the
+optimiser's state restarts there (its memory described the rejected step). If there is
+no such point (or `max_backtracks` = 0) the run stops at z, its last finite point, with
+`nonfinite` set.
 """
 
 from __future__ import annotations
@@ -33,6 +42,9 @@ class InnerResult(eqx.Module):
     nonfinite: Bool[Array, ""]
 
 
+NONFINITE_BACKTRACKS = 40  # halvings tried when an inner step ends at NaN/Inf
+
+
 def default_optimizer() -> optax.GradientTransformationExtraArgs:
     """L-BFGS (memory 10) with optax's zoom line search (strong Wolfe)."""
     return optax.lbfgs()
@@ -50,12 +62,39 @@ def _caches_value(optimizer: optax.GradientTransformation, z0: Array) -> bool:
         return False
 
 
+def _finite(value: Array, grad: Array, z: Array) -> Array:
+    return jnp.isfinite(value) & jnp.all(jnp.isfinite(grad)) & jnp.all(jnp.isfinite(z))
+
+
+def _backtrack_to_finite(fn, z, value, updates, max_backtracks, enabled):
+    """The first z + 2^-j u (j = 1, ..., max_backtracks) with finite value and gradient
+    and fn <= value; returns (found, z_j, fn(z_j), ∇fn(z_j), evaluations)."""
+    value_and_grad = jax.value_and_grad(fn)
+
+    def cond(carry):
+        j, found, *_ = carry
+        return enabled & ~found & (j < max_backtracks)
+
+    def body(carry):
+        j, _, z_b, v_b, g_b = carry
+        z_try = z + jnp.asarray(0.5, z.dtype) ** (j + 1) * updates
+        v_try, g_try = value_and_grad(z_try)
+        ok = _finite(v_try, g_try, z_try) & (v_try <= value)
+        keep = lambda new, old: jnp.where(ok, new, old)
+        return j + 1, ok, keep(z_try, z_b), keep(v_try, v_b), keep(g_try, g_b)
+
+    init = (jnp.asarray(0, jnp.int32), jnp.asarray(False), z, value, jnp.zeros_like(z))
+    j, found, z_b, v_b, g_b = jax.lax.while_loop(cond, body, init)
+    return found, z_b, v_b, g_b, j
+
+
 def minimise(
     fn: Callable[[Array], Array],
     z0: Float[Array, " n"],
     optimizer: optax.GradientTransformation,
     max_steps: int,
     tol: Float[Array, ""],
+    max_backtracks: int = 0,
 ) -> InnerResult:
     """Approximately minimise `fn` from z0 (see the module docstring)."""
     optimizer = optax.with_extra_args_support(optimizer)
@@ -89,10 +128,22 @@ def minimise(
         updates, new_state = optimizer.update(grad, opt_state, z, value=value, grad=grad, value_fn=fn)
         z_new = optax.apply_updates(z, updates)
         value_new, grad_new = evaluate(z_new, new_state)
-        bad = ~(jnp.isfinite(value_new) & jnp.all(jnp.isfinite(grad_new)) & jnp.all(jnp.isfinite(z_new)))
+        nonfinite = ~_finite(value_new, grad_new, z_new)
+        tries = jnp.asarray(0, jnp.int32)
+        if max_backtracks > 0:
+            # A non-finite end point: backtrack along the update, restart the optimiser there.
+            found, z_b, v_b, g_b, tries = _backtrack_to_finite(
+                fn, z, value, jnp.where(jnp.isfinite(updates), updates, 0.0), max_backtracks, nonfinite
+            )
+            rescued = nonfinite & found
+            pick = lambda a, b: jnp.where(rescued, a, b)
+            z_new, value_new, grad_new = pick(z_b, z_new), pick(v_b, value_new), pick(g_b, grad_new)
+            new_state = jax.tree_util.tree_map(pick, optimizer.init(z_b), new_state)
+            nonfinite = nonfinite & ~found
+        bad = nonfinite
         moved = jnp.any(z_new != z)
         keep = lambda new, old: jnp.where(bad, old, new)
-        evals = evals + 1 + linesearch_evaluations(new_state)
+        evals = evals + 1 + linesearch_evaluations(new_state) + tries
         return (
             k + 1,
             keep(z_new, z),

@@ -3,10 +3,18 @@
 Structure, shape and dtype errors always raise `TypeError`/`ValueError` naming the
 argument. Value checks (non-finite x0, lower > upper) raise only when the values are
 concrete; under `jit`/`vmap` the solve reports NONFINITE / INFEASIBLE instead.
+
+The problem's functions are traced once at x0: a function that cannot be called as
+fn(x, args), or that raises while traced there (a shape mismatch, a Python `if` on a
+traced value, indexing x the wrong way), raises a TypeError naming it, with the
+original exception chained as its cause. The solver's hyperparameters are checked
+against the kinds of their defaults (`check_solver_fields`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import numbers
 from typing import Any
 
@@ -90,12 +98,39 @@ def check_problem(problem: Any, x0: Any, args: Any) -> None:
         fn = getattr(problem, name)
         if fn is not None and not callable(fn):
             raise TypeError(f"problem.{name} must be None or callable {name}(x, args), got {type(fn).__name__}.")
-    eqx.filter_eval_shape(lambda x, a: _check_output(problem.objective(x, a), "objective", True), x0, args)
+    _check_arity(problem.objective, "problem.objective")
+    eqx.filter_eval_shape(
+        lambda x, a: _check_output(_call(problem.objective, "problem.objective", x, a), "objective", True), x0, args
+    )
     for name in ("eq", "ineq"):
         fn = getattr(problem, name)
         if fn is not None:
-            eqx.filter_eval_shape(lambda x, a, fn=fn, name=name: _check_output(fn(x, a), f"problem.{name}", False), x0, args)
+            _check_arity(fn, f"problem.{name}")
+            eqx.filter_eval_shape(
+                lambda x, a, fn=fn, name=f"problem.{name}": _check_output(_call(fn, name, x, a), name, False), x0, args
+            )
     _check_bounds(problem.bounds, x0)
+
+
+def _check_arity(fn: Any, name: str) -> None:
+    """Raise TypeError unless fn can be called as fn(x, args)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins and C functions without a signature
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise TypeError(f"{name} must accept two arguments, (x, args); its signature is {signature}.") from None
+
+
+def _call(fn: Any, name: str, x: Any, args: Any) -> Any:
+    """fn(x, args) while tracing at x0; an exception from inside fn becomes a TypeError
+    naming it (the original is chained as its cause)."""
+    try:
+        return fn(x, args)
+    except Exception as error:
+        raise TypeError(f"{name} raised {type(error).__name__} when called as {name}(x0, args): {error}") from error
 
 
 def _check_bounds(bounds: Any, x0: Any) -> None:
@@ -143,6 +178,68 @@ def check_options(solver: Any, max_steps: Any, verbose: Any) -> None:
         raise ValueError(f"max_steps must be >= 0, got {max_steps}.")
     if not isinstance(verbose, (bool, np.bool_)):
         raise TypeError(f"verbose must be a bool, got {type(verbose).__name__}.")
+    check_solver_fields(solver)
+
+
+# Integer settings that must be at least 1 (a count of things that must exist).
+_AT_LEAST_ONE = {"memory", "ngrad", "max_backtracks"}
+
+
+def check_solver_fields(solver: AbstractSolver) -> None:
+    """Raise TypeError/ValueError naming the field unless every hyperparameter has the
+    kind of its default: a real scalar for float fields (a Python number or a 0-d real
+    array, traced ones included, so that sweeps can vmap over them; not NaN, and >= 0
+    for tolerances `*_tol`), an int >= 0 (>= 1 for counts such as `memory`) for integer
+    fields, a bool for flags, an optax transformation for `optimizer`."""
+    label = type(solver).__name__
+    for field in dataclasses.fields(solver):
+        if field.default is dataclasses.MISSING or field.name == "projection":
+            continue
+        value = getattr(solver, field.name)
+        where = f"{label}.{field.name}"
+        default = field.default
+        if field.name == "optimizer":
+            if value is not None and not (callable(getattr(value, "init", None)) and callable(getattr(value, "update", None))):
+                raise TypeError(f"{where} must be None or an optax GradientTransformation, got {type(value).__name__}.")
+        elif isinstance(default, bool):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{where} must be a bool, got {type(value).__name__}.")
+        elif isinstance(default, int) or (default is None and field.metadata.get("static", False)):
+            _check_int_field(where, value, field.name, allow_none=default is None)
+        elif isinstance(default, float):
+            _check_float_field(where, value, field.name)
+
+
+def _check_int_field(where: str, value: Any, name: str, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where} must be an int{' or None' if allow_none else ''}, got {type(value).__name__}.")
+    least = 1 if name in _AT_LEAST_ONE else 0
+    if value < least:
+        raise ValueError(f"{where} must be >= {least}, got {value}.")
+
+
+def _check_float_field(where: str, value: Any, name: str) -> None:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where} must be a real number, got bool.")
+    if isinstance(value, numbers.Real):
+        concrete = np.asarray(value, float)
+    elif isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        dtype = jnp.result_type(value)
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+            raise TypeError(f"{where} must be a real number, got an array of dtype {dtype}.")
+        if jnp.ndim(value) != 0:
+            raise ValueError(
+                f"{where} must be a scalar, got shape {jnp.shape(value)} (to sweep it, jax.vmap over the solver)."
+            )
+        concrete = np.asarray(value, float) if _is_concrete(value) else None
+    else:
+        raise TypeError(f"{where} must be a real number, got {type(value).__name__}.")
+    if concrete is not None and np.isnan(concrete):
+        raise ValueError(f"{where} is NaN.")
+    if concrete is not None and name.endswith("_tol") and concrete < 0:
+        raise ValueError(f"{where} must be >= 0, got {float(concrete)}.")
 
 
 def check_warm_start(warm_start: Any, expected: Any) -> None:

@@ -21,12 +21,16 @@ tolerance controls the KKT residual directly. The method stops with
 
 - CONVERGED when ||∇_x L(x, λ, ν)||_∞ / max(1, ||∇f||_∞) <= opt_tol and V <= viol_tol;
 - INFEASIBLE when ρ is at its cap, V did not fall, and x is stationary for the
-  violation, ||J^T w||_∞ <= opt_tol·max(1, ||w||_∞), w = (c_E, max(c_I, 0)), or stalled;
+  violation w = (c_E, max(c_I, 0)): the violated rows' gradients cancel (Jᵀw ≈ 0
+  relative to their size) or have vanished relative to their size at x0, to opt_tol
+  (`penalty.violation_stationarity`, free of constant constraint scaling: a constraint
+  scaled by 1e-6 does not make x look stationary);
 - UNBOUNDED when f < `unbounded_below` at a feasible point, or when L_ρ at ρ = rho_max
   still runs below `unbounded_below` (x is then the last accepted point);
 - NONFINITE when the subproblem meets NaN/Inf even at ρ = rho_max;
 - STALLED when an outer iteration changes nothing (x, multipliers, ρ) at the final
-  inner tolerance;
+  inner tolerance, or when x has not moved for two outer iterations at ρ = rho_max
+  (an ill-conditioned subproblem, e.g. constraints scaled by 1e6 and 1e-6 together);
 - MAX_STEPS otherwise.
 
 A subproblem that meets NaN/Inf, or whose L_ρ runs below `unbounded_below` at an
@@ -48,7 +52,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import formulations
-from jconstrain.inner import default_optimizer, minimise
+from jconstrain.inner import NONFINITE_BACKTRACKS, default_optimizer, minimise
 from jconstrain.problem import (
     FlatProblem,
     inequalities_with_bounds,
@@ -58,6 +62,7 @@ from jconstrain.problem import (
 )
 from jconstrain.solution import Status
 from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
+from jconstrain.solvers.penalty import constraint_scales, violation_stationarity
 
 
 class AugmentedLagrangianState(eqx.Module):
@@ -79,6 +84,7 @@ class AugmentedLagrangianState(eqx.Module):
     kkt_violation: Float[Array, ""]
     stationarity: Float[Array, ""]
     violation_stationarity: Float[Array, ""]
+    row_scales: Float[Array, " m"]  # `penalty.constraint_scales` at x0
     step_norm: Float[Array, ""]
     evaluations: Int[Array, ""]
     inner_iterations: Int[Array, ""]
@@ -97,28 +103,26 @@ class _Point(eqx.Module):
     scale: Float[Array, ""]
 
 
-def _evaluate(problem: FlatProblem, z: Array, args: Any, lam: Array, nu: Array) -> _Point:
+def _evaluate(problem: FlatProblem, z: Array, args: Any, lam: Array, nu: Array, scales: Array) -> _Point:
     """f, c_E, c_I (bounds included) and the stationarity measures at z.
 
     stationarity = ||∇f + J_E^T λ + J_I^T ν||_∞ / max(1, ||∇f||_∞);
-    violation_stationarity = ||J^T w||_∞ / max(1, ||w||_∞), w = (c_E, max(c_I, 0)),
-    the gradient of ½||w||² (zero where the violation is stationary).
+    violation_stationarity = `penalty.violation_stationarity` with row scales `scales`
+    (zero where the violation w = (c_E, max(c_I, 0)) is stationary, free of constant
+    constraint scaling).
     """
     f, c_eq, c_ineq, vjp = linearise(problem, z, args)
-    one, zero = jnp.ones((), z.dtype), jnp.zeros((), z.dtype)
+    one = jnp.ones((), z.dtype)
     (grad_f,) = vjp((one, jnp.zeros_like(c_eq), jnp.zeros_like(c_ineq)))
     (grad_l,) = vjp((one, lam, nu))
-    w_ineq = jnp.maximum(c_ineq, 0)  # 0 on absent rows (c = -inf)
-    (grad_v,) = vjp((zero, c_eq, w_ineq))
     inf_norm = lambda v: jnp.max(jnp.abs(v), initial=0.0)
     scale = jnp.maximum(1.0, inf_norm(grad_f))
-    w_norm = jnp.maximum(inf_norm(c_eq), inf_norm(w_ineq))
     return _Point(
         f=f,
         c_eq=c_eq,
         c_ineq=c_ineq,
         stationarity=inf_norm(grad_l) / scale,
-        violation_stationarity=inf_norm(grad_v) / jnp.maximum(1.0, w_norm),
+        violation_stationarity=violation_stationarity(vjp, c_eq, c_ineq, scales),
         scale=scale,
     )
 
@@ -193,7 +197,8 @@ class AugmentedLagrangian(AbstractSolver):
             inner_tol = jnp.asarray(self.inner_tol0, dtype)
         else:
             lam, nu, rho, inner_tol = warm_start.lam, warm_start.nu, warm_start.rho, warm_start.inner_tol
-        point = _evaluate(problem, z0, args, lam, nu)
+        scales = constraint_scales(problem, z0, args) if warm_start is None else warm_start.row_scales
+        point = _evaluate(problem, z0, args, lam, nu, scales)
         return AugmentedLagrangianState(
             z=z0,
             f=point.f,
@@ -208,6 +213,7 @@ class AugmentedLagrangian(AbstractSolver):
             kkt_violation=jnp.asarray(jnp.inf, dtype),
             stationarity=point.stationarity,
             violation_stationarity=point.violation_stationarity,
+            row_scales=scales,
             step_norm=jnp.zeros((), dtype),
             evaluations=jnp.asarray(1, jnp.int32),
             inner_iterations=jnp.asarray(0, jnp.int32),
@@ -231,14 +237,22 @@ class AugmentedLagrangian(AbstractSolver):
 
         opt_tol = dtype_tol(self.opt_tol, dtype)
         viol_tol = dtype_tol(self.viol_tol, dtype)
-        scale = _evaluate(problem, state.z, args, lam_bar, nu_bar).scale
-        result = minimise(merit, state.z, self._optimizer(), self.inner_max_steps, state.inner_tol * scale)
+        grad_f = jax.grad(lambda z: problem.objective(z, args))(state.z)
+        scale = jnp.maximum(1.0, jnp.max(jnp.abs(grad_f), initial=0.0))
+        result = minimise(
+            merit,
+            state.z,
+            self._optimizer(),
+            self.inner_max_steps,
+            state.inner_tol * scale,
+            max_backtracks=NONFINITE_BACKTRACKS,
+        )
         z = result.z
 
         # Multipliers at z, then every measure at (z, λ, ν).
         c_eq, c_ineq = problem.eq(z, args), inequalities_with_bounds(problem, z, args)
         lam, nu = formulations.augmented_lagrangian_multipliers(c_eq, c_ineq, lam_bar, nu_bar, rho)
-        point = _evaluate(problem, z, args, lam, nu)
+        point = _evaluate(problem, z, args, lam, nu, state.row_scales)
         violation = max_violation(point.c_eq, point.c_ineq)
         kkt_violation = _kkt_violation(point.c_eq, point.c_ineq, nu_bar, rho)
         not_falling = (kkt_violation > viol_tol) & (kkt_violation > self.rho_decrease * state.kkt_violation)
@@ -255,13 +269,13 @@ class AugmentedLagrangian(AbstractSolver):
         rejected = ~finite | (ran_off & ~unbounded)
         at_max = rho >= self.rho_max
         step_norm = jnp.max(jnp.abs(z - state.z), initial=0.0)
-        stalled = (
-            (step_norm == 0)
-            & jnp.all(lam == state.lam)
-            & jnp.all(nu == state.nu)
-            & (new_rho == rho)
-            & (state.inner_tol <= floor)
-        )
+        # Stalled: an outer iteration at the final inner tolerance changed nothing, or, at
+        # ρ_max, x has not moved for two outer iterations in a row (only the multipliers
+        # still grow: e.g. a constraint scaled by 1e-6 next to one scaled by 1e6, where
+        # the subproblem is too ill-conditioned for the inner optimiser to move).
+        unchanged = jnp.all(lam == state.lam) & jnp.all(nu == state.nu)
+        stuck_at_max = (rho >= self.rho_max) & (state.step_norm == 0) & (state.evaluations > 1)
+        stalled = (step_norm == 0) & (new_rho == rho) & (state.inner_tol <= floor) & (unchanged | stuck_at_max)
         evaluations = state.evaluations + result.evaluations + 2
         inner_iterations = state.inner_iterations + result.iterations
         accepted = AugmentedLagrangianState(
@@ -277,6 +291,7 @@ class AugmentedLagrangian(AbstractSolver):
             kkt_violation=kkt_violation,
             stationarity=point.stationarity,
             violation_stationarity=point.violation_stationarity,
+            row_scales=state.row_scales,
             step_norm=step_norm,
             evaluations=evaluations,
             inner_iterations=inner_iterations,
@@ -311,7 +326,7 @@ class AugmentedLagrangian(AbstractSolver):
             ~feasible
             & (state.rho >= self.rho_max)
             & state.not_falling
-            & ((state.violation_stationarity <= opt_tol) | state.stalled)
+            & (state.violation_stationarity <= opt_tol)
         )
         status = jnp.select(
             [state.nonfinite, converged, unbounded, infeasible, state.stalled],

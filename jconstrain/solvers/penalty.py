@@ -8,6 +8,20 @@ Bounds are treated as inequality constraints l - x <= 0, x - u <= 0.
 
 At a minimiser of P_ρ the multiplier estimates are λ = ρ c_E, ν = ρ max(c_I, 0); the
 stationarity measure is ||∇_x L||_∞ / max(1, ||∇f||_∞) = ||∇P_ρ||_∞ / max(1, ||∇f||_∞).
+
+Statuses: CONVERGED when feasible (viol_tol) and stationary (opt_tol); INFEASIBLE at
+ρ = rho_max when x is infeasible and stationary for the violation w = (c_E, max(c_I, 0))
+to opt_tol (`violation_stationarity`, free of constant constraint scaling; at a
+minimiser of P_ρ, Jᵀw = -∇f/ρ): x is then a least-violation point of ½||w||² (bounds
+counted as soft rows); UNBOUNDED when f < `unbounded_below` at a
+feasible point, or when P_ρ still runs below it at ρ = rho_max; NONFINITE when NaN/Inf
+leave no finite way on at ρ = rho_max; STALLED when nothing can change (e.g. at ρ_max
+with a constraint scaled so small that ρ_max cannot enforce it); else MAX_STEPS.
+
+An inner run that meets NaN/Inf stops at its last finite point, which is kept, and ρ
+grows. A subproblem whose P_ρ runs below `unbounded_below` at an infeasible point (ρ too
+small to hold f), or whose end point has non-finite values, is rejected: x stays and ρ
+grows.
 The violation falls like O(1/ρ): reaching 1e-6 takes ρ of order 1e6 × |λ|, so the
 subproblems grow ill-conditioned; prefer `jc.AugmentedLagrangian` or `jc.SQP` for
 high accuracy.
@@ -15,16 +29,17 @@ high accuracy.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import formulations
-from jconstrain.inner import default_optimizer, minimise
+from jconstrain.inner import NONFINITE_BACKTRACKS, default_optimizer, minimise
 from jconstrain.problem import (
     FlatProblem,
     inequalities_with_bounds,
@@ -45,22 +60,80 @@ class PenaltyState(eqx.Module):
     rho_z: Float[Array, ""]  # the penalty of the subproblem z minimises (scales the multipliers)
     violation: Float[Array, ""]
     stationarity: Float[Array, ""]
+    violation_stationarity: Float[Array, ""]
+    row_scales: Float[Array, " m"]  # `constraint_scales` at x0
     step_norm: Float[Array, ""]
     evaluations: Int[Array, ""]
     inner_iterations: Int[Array, ""]
     nonfinite: Bool[Array, ""]
+    diverged: Bool[Array, ""]
     stalled: Bool[Array, ""]
 
 
-def _evaluate(problem: FlatProblem, z: Array, args: Any, rho: Array):
-    """f, c_E, c_I (with bounds), and the stationarity measure at z for penalty ρ."""
+def constraint_scales(problem: FlatProblem, z: Float[Array, " n"], args: Any) -> Float[Array, " m"]:
+    """r_i = ||∇c_i(z)||_∞ for every row of (c_E, c_I with bounds) (`linearise`'s rows),
+    1 where that is 0 or not finite, and 1 for bound rows (unit gradients). One VJP per
+    general constraint, in sequence (O(n) memory); computed once, at x0."""
+    general = lambda z: jnp.concatenate([problem.eq(z, args), problem.ineq(z, args)])
+    _, vjp = jax.vjp(general, z)
+    m = problem.m_eq + problem.m_ineq
+    row = lambda i: jnp.max(jnp.abs(vjp(jax.nn.one_hot(i, m, dtype=z.dtype))[0]), initial=0.0)
+    r = jax.lax.map(row, jnp.arange(m)) if m else jnp.zeros((0,), z.dtype)
+    r = jnp.where(jnp.isfinite(r) & (r > 0), r, 1.0).astype(z.dtype)
+    n_bound_rows = inequalities_with_bounds(problem, z, args).shape[0] - problem.m_ineq
+    return jnp.concatenate([r, jnp.ones((n_bound_rows,), z.dtype)])
+
+
+def violation_stationarity(
+    vjp: Callable, c_eq: Float[Array, " me"], c_ineq: Float[Array, " mi"], scales: Float[Array, " m"]
+) -> Float[Array, ""]:
+    """How far x is from stationary for the violation, free of the constraints' scale:
+    min(σ, F) with, for w = (c_E, max(c_I, 0)) and J the rows' Jacobian,
+
+        σ = ||Jᵀw||_∞ / max_j ||Jᵀ(s_j ∘ w)||_∞              (the violated rows cancel)
+        F = max_j ||Jᵀ(s_j ∘ w / r²)||_∞ / ||w / r||_∞        (the violated rows are flat)
+
+    Jᵀw = ∇(½||w||²) is what penalty methods drive to 0 at an infeasible problem;
+    s_0 = 1 and s_j (j >= 1) = ±1 by bit j-1 of the row index, so max_j ||Jᵀ(s_j ∘ w)|| is
+    the size of the violated rows' gradients with their cancellation broken up (any two
+    rows differ in some bit: two disjoint balls pulling x apart cancel in Jᵀw, not in
+    every probe). r = `constraint_scales` at x0, so F is the violated rows' gradient size
+    relative to their own size at x0 (for one row, ||∇c(x)||_∞ / ||∇c(x0)||_∞): x² + 1 <= 0
+    at x = 0 is flat (F = 0), while a constraint merely scaled by 1e-6 is neither flat nor
+    cancelled (σ = F = 1). One batched VJP of 2 (1 + ceil(log2 m)) probes.
+    """
+    w_ineq = jnp.maximum(c_ineq, 0)  # 0 on absent rows (c = -inf)
+    m_eq, m = c_eq.shape[0], c_eq.shape[0] + c_ineq.shape[0]
+    dtype = c_eq.dtype
+    if m == 0:
+        return jnp.zeros((), dtype)
+    rows = np.arange(m)
+    signs = [np.ones(m)] + [1.0 - 2.0 * ((rows >> j) & 1) for j in range(max(1, (m - 1).bit_length()))]
+    signs = jnp.asarray(np.stack(signs), dtype)
+    w = jnp.concatenate([c_eq, w_ineq])
+    cotangents = jnp.concatenate([signs * w, signs * w / scales**2])
+    zero = jnp.zeros((), dtype)
+    probe = lambda v: vjp((zero, v[:m_eq], v[m_eq:]))[0]
+    sizes = jnp.max(jnp.abs(jax.vmap(probe)(cotangents)), axis=1, initial=0.0)
+    k = signs.shape[0]
+    tiny = jnp.finfo(dtype).tiny
+    sigma = sizes[0] / jnp.maximum(jnp.max(sizes[:k]), tiny)
+    flat = jnp.max(sizes[k:]) / jnp.maximum(jnp.max(jnp.abs(w / scales), initial=0.0), tiny)
+    return jnp.minimum(sigma, flat)
+
+
+def _evaluate(problem: FlatProblem, z: Array, args: Any, rho: Array, scales: Array):
+    """f, c_E, c_I (with bounds), the stationarity measure at z for penalty ρ, the
+    violation's stationarity (`violation_stationarity`, row scales `scales`), and
+    max(1, ||∇f||_∞)."""
     f, c_eq, c_ineq, vjp = linearise(problem, z, args)
     one = jnp.ones((), z.dtype)
     (grad_f,) = vjp((one, jnp.zeros_like(c_eq), jnp.zeros_like(c_ineq)))
     (grad_p,) = vjp((one, rho * c_eq, rho * jnp.maximum(c_ineq, 0)))
-    scale = jnp.maximum(1.0, jnp.max(jnp.abs(grad_f), initial=0.0))
-    stationarity = jnp.max(jnp.abs(grad_p), initial=0.0) / scale
-    return f, c_eq, c_ineq, stationarity, scale
+    inf_norm = lambda v: jnp.max(jnp.abs(v), initial=0.0)
+    scale = jnp.maximum(1.0, inf_norm(grad_f))
+    stationarity = inf_norm(grad_p) / scale
+    return f, c_eq, c_ineq, stationarity, violation_stationarity(vjp, c_eq, c_ineq, scales), scale
 
 
 class Penalty(AbstractSolver):
@@ -96,8 +169,10 @@ class Penalty(AbstractSolver):
     def init(self, problem: FlatProblem, z0: Array, args: Any, warm_start: Any) -> PenaltyState:
         dtype = problem.dtype
         rho = jnp.asarray(self.rho0, dtype) if warm_start is None else warm_start.rho
-        f, c_eq, c_ineq, stationarity, _ = _evaluate(problem, z0, args, rho)
+        scales = constraint_scales(problem, z0, args) if warm_start is None else warm_start.row_scales
+        f, c_eq, c_ineq, stationarity, v_stat, _ = _evaluate(problem, z0, args, rho, scales)
         zero_i = jnp.asarray(0, jnp.int32)
+        finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(c_eq)) & jnp.all(jnp.isfinite(jnp.maximum(c_ineq, 0)))
         return PenaltyState(
             z=z0,
             f=f,
@@ -107,10 +182,14 @@ class Penalty(AbstractSolver):
             rho_z=rho,
             violation=max_violation(c_eq, c_ineq),
             stationarity=stationarity,
+            violation_stationarity=v_stat,
+            row_scales=scales,
             step_norm=jnp.zeros((), dtype),
             evaluations=jnp.asarray(1, jnp.int32),
             inner_iterations=zero_i,
-            nonfinite=~(jnp.isfinite(f) & jnp.all(jnp.isfinite(c_eq)) & jnp.all(jnp.isfinite(jnp.maximum(c_ineq, 0)))),
+            # A non-finite gradient at x0 (e.g. sqrt at 0) leaves no way on either.
+            nonfinite=~(finite & jnp.isfinite(stationarity)),
+            diverged=jnp.asarray(False),
             stalled=jnp.asarray(False),
         )
 
@@ -123,18 +202,28 @@ class Penalty(AbstractSolver):
             c_eq, c_ineq = problem.eq(z, args), inequalities_with_bounds(problem, z, args)
             return f + formulations.quadratic_penalty_terms(c_eq, c_ineq, rho)
 
-        _, _, _, _, scale = _evaluate(problem, state.z, args, rho)
+        grad_f = jax.grad(lambda z: problem.objective(z, args))(state.z)
+        scale = jnp.maximum(1.0, jnp.max(jnp.abs(grad_f), initial=0.0))
         inner_tol = 0.1 * dtype_tol(self.opt_tol, dtype) * scale
-        result = minimise(merit, state.z, self._optimizer(), self.inner_max_steps, inner_tol)
-        z = result.z
-        f, c_eq, c_ineq, stationarity, _ = _evaluate(problem, z, args, rho)
+        result = minimise(
+            merit, state.z, self._optimizer(), self.inner_max_steps, inner_tol, max_backtracks=NONFINITE_BACKTRACKS
+        )
+        z = result.z  # the last finite point of the inner run
+        f, c_eq, c_ineq, stationarity, v_stat, _ = _evaluate(problem, z, args, rho, state.row_scales)
         violation = max_violation(c_eq, c_ineq)
         finite = jnp.isfinite(f) & jnp.isfinite(violation) & jnp.isfinite(stationarity)
         viol_tol = dtype_tol(self.viol_tol, dtype)
         rho_max = jnp.asarray(self.rho_max, dtype)
         at_max = rho >= rho_max
-        new_rho = jnp.where(violation > viol_tol, jnp.minimum(rho * self.rho_growth, rho_max), rho)
+        raised = jnp.minimum(rho * self.rho_growth, rho_max)
+        # An inner run that met NaN/Inf stops at its last finite point: keep its progress
+        # and raise ρ (NaN often lies outside the feasible set, where a larger ρ keeps x out).
+        met_nonfinite = result.nonfinite
+        new_rho = jnp.where((violation > viol_tol) | met_nonfinite, raised, rho)
         step_norm = jnp.max(jnp.abs(z - state.z), initial=0.0)
+        unbounded = finite & (violation <= viol_tol) & (f < self.unbounded_below)
+        evaluations = state.evaluations + result.evaluations + 2
+        inner_iterations = state.inner_iterations + result.iterations
         new = PenaltyState(
             z=z,
             f=f,
@@ -144,26 +233,38 @@ class Penalty(AbstractSolver):
             rho_z=rho,
             violation=violation,
             stationarity=stationarity,
+            violation_stationarity=v_stat,
+            row_scales=state.row_scales,
             step_norm=step_norm,
-            evaluations=state.evaluations + result.evaluations + 2,
-            inner_iterations=state.inner_iterations + result.iterations,
-            nonfinite=~finite,
+            evaluations=evaluations,
+            inner_iterations=inner_iterations,
+            # NaN/Inf with no step taken even at ρ_max: no finite way on.
+            nonfinite=met_nonfinite & (step_norm == 0) & at_max,
+            diverged=jnp.asarray(False),
             stalled=(step_norm == 0) & (new_rho == rho),  # nothing can change any more
         )
-        # A non-finite outcome keeps the last good point and says so.
-        return jax.tree_util.tree_map(
-            lambda a, b: jnp.where(finite, a, b),
-            new,
-            eqx.tree_at(lambda s: s.nonfinite, state, ~finite),
+        # Rejected: non-finite values at z, or P_ρ run below `unbounded_below` at an
+        # infeasible point (ρ too small to hold f). x stays and ρ grows; at ρ_max there is
+        # no way on: NONFINITE, or UNBOUNDED when P_ρ itself ran to -inf.
+        ran_off = result.value < self.unbounded_below
+        rejected = ~finite | (ran_off & ~unbounded)
+        kept = eqx.tree_at(
+            lambda s: (s.rho, s.evaluations, s.inner_iterations, s.step_norm, s.nonfinite, s.diverged),
+            state,
+            (raised, evaluations, inner_iterations, jnp.zeros((), dtype), at_max & ~finite, at_max & finite),
         )
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(rejected, b, a), new, kept)
 
     def terminate(self, problem: FlatProblem, state: PenaltyState, args: Any):
         dtype = problem.dtype
         feasible = state.violation <= dtype_tol(self.viol_tol, dtype)
         stationary = state.stationarity <= dtype_tol(self.opt_tol, dtype)
         converged = feasible & stationary
-        unbounded = feasible & (state.f < self.unbounded_below)
-        infeasible = ~feasible & (state.rho >= self.rho_max) & (stationary | state.stalled)
+        unbounded = (feasible & (state.f < self.unbounded_below)) | state.diverged
+        violation_stationary = state.violation_stationarity <= dtype_tol(self.opt_tol, dtype)
+        # Only a point stationary for the violation is called infeasible: stationary for P_ρ
+        # or stalled at ρ_max may also mean ρ_max is too small for badly scaled constraints.
+        infeasible = ~feasible & (state.rho >= self.rho_max) & violation_stationary
         status = jnp.select(
             [state.nonfinite, converged, unbounded, infeasible, state.stalled],
             [Status.NONFINITE, Status.CONVERGED, Status.UNBOUNDED, Status.INFEASIBLE, Status.STALLED],

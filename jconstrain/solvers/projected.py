@@ -66,8 +66,9 @@ gradient descent with BB steps.
 Measures at z:
 - stationarity: ||z - P(z - ∇f(z))||_∞ / max(1, ||∇f(z)||_∞) (the projected-gradient
   residual, zero exactly at the stationary points of f on convex C);
-- violation: ||z - P(z)||_∞, the distance to the set (zero, up to rounding, for the
-  projection's outputs).
+- violation: max(||z - P_C(z)||_∞, ||z - clip(z, l, u)||_∞), the distances to the set
+  and to the bounds (zero, up to rounding, for the projection's outputs when set and
+  bounds are compatible; positive at a fixed point of clip(P_C(·)) off C).
 Bound multipliers (only with bounds): z_lower = max(∇f, 0) where z is at its lower
 bound, z_upper = max(-∇f, 0) where at its upper bound, 0 elsewhere (a projection
 other than the box has no multipliers of its own to report).
@@ -75,6 +76,7 @@ other than the box has no multipliers of its own to report).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, ClassVar
 
 import equinox as eqx
@@ -111,11 +113,13 @@ class ProjectedGradientState(eqx.Module):
     stalled: Bool[Array, ""]
 
 
-def flat_projection(problem: FlatProblem, projection: Callable[[Any], Any] | None) -> Callable[[Array], Array]:
+def flat_projection(
+    problem: FlatProblem, projection: Callable[[Any], Any] | None, clip: bool = True
+) -> Callable[[Array], Array]:
     """The projection on the flat vector z: clip(ravel(projection(x(z))), l, u).
 
-    The clip is applied only when the problem has bounds; projection=None is the
-    identity (then bounds give the box projection).
+    The clip is applied only when the problem has bounds (and `clip` is True);
+    projection=None is the identity (then bounds give the box projection).
     """
 
     def project(z: Array) -> Array:
@@ -123,7 +127,7 @@ def flat_projection(problem: FlatProblem, projection: Callable[[Any], Any] | Non
             out = projection(problem.to_pytree(z))
             flat, _ = ravel_pytree(variables(out)[0])
             z = flat.astype(problem.dtype)
-        if problem.has_bounds:
+        if clip and problem.has_bounds:
             z = jnp.clip(z, problem.lower, problem.upper)
         return z
 
@@ -135,7 +139,16 @@ def _check_projection(problem: FlatProblem, projection: Any, z0: Array) -> None:
     if projection is None:
         return
     x = problem.to_pytree(z0)
-    got_vars = eqx.filter_eval_shape(lambda x: variables(projection(x))[0], x)
+
+    def apply(x):
+        try:
+            return variables(projection(x))[0]
+        except Exception as error:
+            raise TypeError(
+                f"jc.ProjectedGradient: `projection` raised {type(error).__name__} when applied to x0: {error}"
+            ) from error
+
+    got_vars = eqx.filter_eval_shape(apply, x)
     want = jax.tree_util.tree_structure(variables(x)[0])
     got = jax.tree_util.tree_structure(got_vars)
     shapes_in = [leaf.shape for leaf in jax.tree_util.tree_leaves(variables(x)[0])]
@@ -197,10 +210,12 @@ class ProjectedGradient(AbstractSolver):
                 "jc.ProjectedGradient: `projection` must be None or a function x -> P(x) "
                 f"(e.g. jc.projections.simplex()), got {type(self.projection).__name__}."
             )
-        if self.memory < 1:
-            raise ValueError(f"jc.ProjectedGradient: `memory` must be >= 1, got {self.memory}.")
-        if self.max_backtracks < 1:
-            raise ValueError(f"jc.ProjectedGradient: `max_backtracks` must be >= 1, got {self.max_backtracks}.")
+        for name in ("memory", "max_backtracks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"jc.ProjectedGradient: `{name}` must be an int, got {type(value).__name__}.")
+            if value < 1:
+                raise ValueError(f"jc.ProjectedGradient: `{name}` must be >= 1, got {value}.")
 
     @property
     def steps(self) -> int:
@@ -209,10 +224,17 @@ class ProjectedGradient(AbstractSolver):
     # ------------------------------------------------------------------ pieces
 
     def _measures(self, problem: FlatProblem, project: Callable, z: Array, g: Array) -> tuple[Array, Array]:
-        """(stationarity, violation) at z with gradient g."""
+        """(stationarity, violation) at z with gradient g.
+
+        The violation is measured against the set and the bounds separately,
+        max(||z - P_C(z)||_∞, ||z - clip(z, l, u)||_∞), so that a fixed point of the
+        composed projection clip(P_C(·)) that lies off C (set and bounds incompatible)
+        shows a violation.
+        """
         scale = jnp.maximum(1.0, _max_abs(g))
         stationarity = _max_abs(z - project(z - g)) / scale
-        violation = _max_abs(z - project(z))
+        on_set = flat_projection(problem, self.projection, clip=False)
+        violation = jnp.maximum(_max_abs(z - on_set(z)), _max_abs(z - project(z)))
         return stationarity.astype(problem.dtype), violation.astype(problem.dtype)
 
     def _converged(self, problem: FlatProblem, stationarity: Array, violation: Array) -> Array:
