@@ -92,7 +92,7 @@ def minimise(
     fn: Callable[[Array], Array],
     z0: Float[Array, " n"],
     optimizer: optax.GradientTransformation,
-    max_steps: int,
+    max_steps: int | Int[Array, ""],
     tol: Float[Array, ""],
     max_backtracks: int = 0,
 ) -> InnerResult:

@@ -84,7 +84,9 @@ def solve(
 
     def body(carry):
         k, state, done_before, _ = carry
-        state = solver.step(flat, state, args)
+        # Under vmap the body runs for finished members too (their result is discarded by
+        # the loop): `active` lets their inner loops stop at once.
+        state = solver.step(flat, state, args, active=~done_before)
         done, status = solver.terminate(flat, state, args)
         if verbose:  # under vmap the body also runs for finished members: they stay quiet
             _print_row(solver, state, k + 1, active=~done_before)

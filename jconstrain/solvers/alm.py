@@ -223,7 +223,9 @@ class AugmentedLagrangian(AbstractSolver):
             stalled=jnp.asarray(False),
         )
 
-    def step(self, problem: FlatProblem, state: AugmentedLagrangianState, args: Any) -> AugmentedLagrangianState:
+    def step(
+        self, problem: FlatProblem, state: AugmentedLagrangianState, args: Any, active: Bool[Array, ""] | bool = True
+    ) -> AugmentedLagrangianState:
         dtype = problem.dtype
         rho = state.rho
         big = jnp.asarray(self.multiplier_max, dtype)
@@ -243,7 +245,7 @@ class AugmentedLagrangian(AbstractSolver):
             merit,
             state.z,
             self._optimizer(),
-            self.inner_max_steps,
+            jnp.where(active, self.inner_max_steps, 0),
             state.inner_tol * scale,
             max_backtracks=NONFINITE_BACKTRACKS,
         )

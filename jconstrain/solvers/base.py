@@ -2,7 +2,7 @@
 
     state = solver.init(problem, z0, args, warm_start)
     while not done and k < max_steps:
-        state = solver.step(problem, state, args)
+        state = solver.step(problem, state, args, active=~done)
         done, status = solver.terminate(problem, state, args)
     report = solver.report(problem, state, args)
 
@@ -69,8 +69,15 @@ class AbstractSolver(eqx.Module):
         """The initial state at z0, reusing `warm_start` (a previous state) if given."""
 
     @abc.abstractmethod
-    def step(self, problem: FlatProblem, state: Any, args: Any) -> Any:
-        """One outer iteration."""
+    def step(self, problem: FlatProblem, state: Any, args: Any, active: Bool[Array, ""] | bool = True) -> Any:
+        """One outer iteration.
+
+        `active` is False for a member of a `jax.vmap`-ed batch that has already
+        finished: `solve` discards its step, so the step may skip its work. Under vmap
+        every inner `lax.while_loop` runs as long as its slowest member needs; a solver
+        stops its inner loops at once for inactive members (their loop conditions are
+        and-ed with `active`), so finished members do not dictate the batch's cost.
+        """
 
     @abc.abstractmethod
     def terminate(self, problem: FlatProblem, state: Any, args: Any) -> tuple[Bool[Array, ""], Int[Array, ""]]:

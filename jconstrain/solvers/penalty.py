@@ -193,7 +193,9 @@ class Penalty(AbstractSolver):
             stalled=jnp.asarray(False),
         )
 
-    def step(self, problem: FlatProblem, state: PenaltyState, args: Any) -> PenaltyState:
+    def step(
+        self, problem: FlatProblem, state: PenaltyState, args: Any, active: Bool[Array, ""] | bool = True
+    ) -> PenaltyState:
         dtype = problem.dtype
         rho = state.rho
 
@@ -206,7 +208,12 @@ class Penalty(AbstractSolver):
         scale = jnp.maximum(1.0, jnp.max(jnp.abs(grad_f), initial=0.0))
         inner_tol = 0.1 * dtype_tol(self.opt_tol, dtype) * scale
         result = minimise(
-            merit, state.z, self._optimizer(), self.inner_max_steps, inner_tol, max_backtracks=NONFINITE_BACKTRACKS
+            merit,
+            state.z,
+            self._optimizer(),
+            jnp.where(active, self.inner_max_steps, 0),
+            inner_tol,
+            max_backtracks=NONFINITE_BACKTRACKS,
         )
         z = result.z  # the last finite point of the inner run
         f, c_eq, c_ineq, stationarity, v_stat, _ = _evaluate(problem, z, args, rho, state.row_scales)

@@ -286,7 +286,9 @@ class ProjectedGradient(AbstractSolver):
             stalled=jnp.asarray(False),
         )
 
-    def step(self, problem: FlatProblem, state: ProjectedGradientState, args: Any) -> ProjectedGradientState:
+    def step(
+        self, problem: FlatProblem, state: ProjectedGradientState, args: Any, active: Bool[Array, ""] | bool = True
+    ) -> ProjectedGradientState:
         dtype = problem.dtype
         project = flat_projection(problem, self.projection)
         value_and_grad = jax.value_and_grad(lambda z: problem.objective(z, args))
@@ -305,7 +307,7 @@ class ProjectedGradient(AbstractSolver):
 
         def cond(carry):
             i, t, _, _, _, _, accept, _ = carry
-            return (~accept) & (i < self.max_backtracks) & (t >= self.step_min)
+            return active & (~accept) & (i < self.max_backtracks) & (t >= self.step_min)
 
         def body(carry):
             i, t, _, _, _, _, _, any_finite = carry
