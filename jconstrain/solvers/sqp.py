@@ -272,7 +272,8 @@ class SQP(AbstractSolver):
         ngrad: number of gradient samples (None: min(100, 2n, n + 10)).
         step_tol: a step shorter than step_tol·max(1, ||x||_∞) counts as no progress.
         prescale: scale f and each constraint by min(1, 100/||∇||_∞) at x0 (PyGRANSO's
-            prescaling); reported values are always unscaled.
+            prescaling), and a constraint whose gradient is nonzero but below 1e-2 up to
+            ||∇||_∞ = 1e-2 (at most by 1e8); reported values are always unscaled.
         unbounded_below: f below this on a feasible point reports UNBOUNDED.
         max_escapes: before INFEASIBLE is reported, up to this many random restarts near
             the stuck point (radius 1e-2, 2e-2, ... times max(1, ||x||_∞)): a first-order
@@ -327,7 +328,13 @@ class SQP(AbstractSolver):
             thr = jnp.asarray(self.prescale_threshold, dtype)
             norm = lambda v: jnp.max(jnp.abs(v), axis=-1, initial=0.0)
             scale_f = jnp.minimum(1.0, thr / jnp.maximum(norm(unscaled.g), 1e-300))
-            scale_c = jnp.minimum(1.0, thr / jnp.maximum(norm(unscaled.J), 1e-300))
+            row_norm = norm(unscaled.J)
+            scale_c = jnp.minimum(1.0, thr / jnp.maximum(row_norm, 1e-300))
+            # Rows with a tiny (nonzero) gradient are scaled up to ||∇||_∞ = 1e-2: otherwise
+            # their violation, however large, looks stationary next to well-scaled rows
+            # (1e-6 (x1 - 0.5) <= 0 beside 1e6-scaled equalities ended INFEASIBLE).
+            tiny = (row_norm > 0) & (row_norm < 1e-2)
+            scale_c = jnp.where(tiny, jnp.minimum(1e-2 / jnp.where(tiny, row_norm, 1.0), 1e8), scale_c)
             scale_f = jnp.where(jnp.isfinite(scale_f), scale_f, one)
             scale_c = jnp.where(jnp.isfinite(scale_c), scale_c, one)
         else:
