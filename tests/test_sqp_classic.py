@@ -92,13 +92,6 @@ def test_rosenbrock_20_starts(rosen_single, rosen_batch):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,  # the outcome differs between machines and XLA builds
-    reason="measured (sqp.py md5 b42d30d2, 05:20 UTC): 16/20 within 1e-4, but starts 5, 6, 7, 18 "
-    "hit MAX_STEPS (1000) with x1 = 1/sqrt(2) and x2 stuck at -1.83, -1.08, 0.41, 0.38 "
-    "(relative f error up to 2.2e2); the version md5 e38a22ee passed (worst 1.6e-5) and md5 "
-    "5b9c9e88 reached 6.8e-4",
-)
 def test_rosenbrock_float32():
     """Float32 from the same 20 starts: float32 x and f, every f within 1e-4 relative of f*,
     violation within 100 eps(float32)."""
