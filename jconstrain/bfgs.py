@@ -10,6 +10,8 @@ acting on s instead of y): when sᵀy < δ yᵀHy, s is replaced by
     s̃ = θ s + (1 - θ) H y,      θ = (1 - δ) yᵀHy / (yᵀHy - sᵀy),
 
 which gives s̃ᵀy = δ yᵀHy > 0. Updates with s̃ᵀy <= 0 or non-finite results are skipped.
+Updates whose result fails a Cholesky factorisation (rounding) are skipped too.
+At the first update H is rescaled to (sᵀy / yᵀy) I before updating (Nocedal-Wright 6.20).
 
 That rule never acts where y ≈ 0 (f and c linear along s): yᵀHy is then ≈ 0 too, and
 the term s sᵀ / sᵀy can blow H up by many orders of magnitude in one update. Powell's
@@ -22,8 +24,6 @@ so that sᵀỹ = η sᵀBs: the curvature along s falls at most to the fraction
 model's, and H grows along s by at most 1/η per update. `curvature_damping` = η (0
 turns it off; B s is solved from a Cholesky factor of H). It runs before the inverse
 rule, which then sees sᵀỹ > 0.
-Updates whose result fails a Cholesky factorisation (rounding) are skipped too.
-At the first update H is rescaled to (sᵀy / yᵀy) I before updating (Nocedal-Wright 6.20).
 """
 
 from __future__ import annotations

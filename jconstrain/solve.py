@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import equinox as eqx
@@ -82,11 +83,17 @@ def solve(
         k, _, done, _ = carry
         return (~done) & (k < steps)
 
+    # Under vmap the body runs for finished members too (the loop discards their result):
+    # `active` lets their inner loops stop at once. Solvers written to the older protocol,
+    # step(problem, state, args), are driven without it.
+    takes_active = "active" in inspect.signature(solver.step).parameters
+
     def body(carry):
         k, state, done_before, _ = carry
-        # Under vmap the body runs for finished members too (their result is discarded by
-        # the loop): `active` lets their inner loops stop at once.
-        state = solver.step(flat, state, args, active=~done_before)
+        if takes_active:
+            state = solver.step(flat, state, args, active=~done_before)
+        else:
+            state = solver.step(flat, state, args)
         done, status = solver.terminate(flat, state, args)
         if verbose:  # under vmap the body also runs for finished members: they stay quiet
             _print_row(solver, state, k + 1, active=~done_before)
