@@ -12,8 +12,10 @@ fixed seed is the same at every batch size; a batch of size B is instances 0..B-
     s.t.      x1² + x2² + x3² + x4² = b,   x1 x2 x3 x4 >= a,   1 <= x <= 5,
     a ~ U(20, 30), b ~ U(36, 44), c ~ U(0.5, 1.5), x0 ~ U(1, 5)^4   (HS71: a=25, b=40, c=1).
 
-jconstrain (`--solvers`: alm = jc.AugmentedLagrangian(), sqp = jc.SQP(), penalty =
-jc.Penalty(); default settings, float64): `jax.jit(jax.vmap(solve))` is lowered and
+jconstrain (`--solvers`: alm = jc.AugmentedLagrangian(), alm-newton =
+jc.AugmentedLagrangian(optimizer=jc.newton()) (Newton inner solves with the exact
+Hessian instead of L-BFGS, for small n), sqp = jc.SQP(), penalty = jc.Penalty();
+otherwise default settings, float64): `jax.jit(jax.vmap(solve))` is lowered and
 compiled for each batch size (reported as compile), called once to warm up, and the
 next calls are timed with block_until_ready (reported as run: best of `--repeats`, one
 call only once a call takes over a second). `--max-size` caps the batch size per
@@ -65,9 +67,20 @@ import jconstrain as jc  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, "results")
 DEFAULT_SIZES = "1,10,100,1000,10000"
-JC_SOLVERS = {"alm": "AugmentedLagrangian", "sqp": "SQP", "penalty": "Penalty"}
-LABELS = {"alm": "jc.AugmentedLagrangian", "sqp": "jc.SQP", "penalty": "jc.Penalty", "slsqp": "SciPy SLSQP loop"}
-COLOURS = {"alm": "C6", "sqp": "C3", "penalty": "C5", "slsqp": "C0"}
+JC_SOLVERS = {
+    "alm": lambda: jc.AugmentedLagrangian(),
+    "alm-newton": lambda: jc.AugmentedLagrangian(optimizer=jc.newton()),
+    "sqp": lambda: jc.SQP(),
+    "penalty": lambda: jc.Penalty(),
+}
+LABELS = {
+    "alm": "jc.AugmentedLagrangian",
+    "alm-newton": "jc.AugmentedLagrangian(optimizer=jc.newton())",
+    "sqp": "jc.SQP",
+    "penalty": "jc.Penalty",
+    "slsqp": "SciPy SLSQP loop",
+}
+COLOURS = {"alm": "C6", "alm-newton": "C2", "sqp": "C3", "penalty": "C5", "slsqp": "C0"}
 VIOL_TOL, F_TOL = 1e-6, 1e-5
 LOWER, UPPER = 1.0, 5.0
 SLSQP_MAXITER = 1000
@@ -118,7 +131,7 @@ def evaluate(x, p):
 def run_jc(name: str, x0: np.ndarray, params: np.ndarray, repeats: int) -> dict[str, Any]:
     """The vmapped + jitted batch: compile time, and the best of `repeats` timed calls
     (fewer once a call takes over a second)."""
-    solver = getattr(jc, JC_SOLVERS[name])()
+    solver = JC_SOLVERS[name]()
     fn = jax.jit(jax.vmap(lambda z, p: jc.solve(PROBLEM, z, solver, p)))
     t0 = time.perf_counter()
     compiled = fn.lower(x0, params).compile()
@@ -146,7 +159,7 @@ def run_jc(name: str, x0: np.ndarray, params: np.ndarray, repeats: int) -> dict[
 def run_jc_loop(name: str, x0: np.ndarray, params: np.ndarray, repeats: int) -> np.ndarray:
     """Per-instance wall times (best of `repeats`) of one jitted single solve called in a
     Python loop: the batch without vmap, for comparison."""
-    solver = getattr(jc, JC_SOLVERS[name])()
+    solver = JC_SOLVERS[name]()
     single = jax.jit(lambda z, p: jc.solve(PROBLEM, z, solver, p)).lower(x0[0], params[0]).compile()
     x_dev, p_dev = jnp.asarray(x0), jnp.asarray(params)
     jax.block_until_ready(single(x_dev[0], p_dev[0]))
@@ -268,7 +281,7 @@ def plot(summary: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9.0, 4.6))
+    fig, ax = plt.subplots(figsize=(11.0, 4.8))
     sizes = summary["sizes"]
     rows = summary["results"]
     for name in summary["solvers"]:
@@ -295,8 +308,7 @@ def plot(summary: dict, path: str) -> None:
     ax.set_title("HS71 family: one vmapped solve vs loops of single solves (CPU)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -323,8 +335,8 @@ def parse_max_size(text: str) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma list of batch sizes (default {DEFAULT_SIZES})")
-    parser.add_argument("--solvers", default="alm,sqp",
-                        help=f"jc solvers, comma list from {','.join(JC_SOLVERS)} (default alm,sqp)")
+    parser.add_argument("--solvers", default="alm,alm-newton,sqp",
+                        help=f"jc solvers, comma list from {','.join(JC_SOLVERS)} (default alm,alm-newton,sqp)")
     parser.add_argument("--max-size", default="sqp=100",
                         help="largest batch per jc solver, e.g. sqp=100,alm=10000 (default sqp=100)")
     parser.add_argument("--slsqp-max", type=int, default=1000,

@@ -6,6 +6,7 @@
 """
 
 from jconstrain.fold import fold
+from jconstrain.newton import newton
 from jconstrain.problem import Problem
 from jconstrain.solution import Multipliers, Solution, Stats, Status
 from jconstrain.solve import solve
@@ -25,6 +26,7 @@ __all__ = [
     "Stats",
     "batch",
     "fold",
+    "newton",
     "Status",
     "projected",
     "projections",

@@ -5,8 +5,9 @@ m(z) (their subproblem) approximately at every outer iteration:
 
     z_{k+1} = z_k + u_k,   u_k = optimizer.update(∇m(z_k), ...),
 
-until ||∇m(z)||_∞ <= tol, the optimiser makes no move, no finite way on is left, or
-`max_steps` iterations pass. Line-search optimisers such as `optax.lbfgs()`
+until ||∇m(z)||_∞ <= tol, the optimiser makes no move, no finite way on is left, m
+falls below `value_floor` (the caller's sign of an unbounded subproblem; -inf by
+default), or `max_steps` iterations pass. Line-search optimisers such as `optax.lbfgs()`
 receive `value`, `grad` and `value_fn` as extra arguments, and their cached value and
 gradient are reused.
 
@@ -95,6 +96,7 @@ def minimise(
     max_steps: int | Int[Array, ""],
     tol: Float[Array, ""],
     max_backtracks: int = 0,
+    value_floor: float = -float("inf"),
 ) -> InnerResult:
     """Approximately minimise `fn` from z0 (see the module docstring)."""
     optimizer = optax.with_extra_args_support(optimizer)
@@ -121,7 +123,7 @@ def minimise(
 
     def cond(carry):
         k, z, _, value, grad, moved, _, bad = carry
-        return (k < max_steps) & ~small(grad) & moved & ~bad
+        return (k < max_steps) & ~small(grad) & moved & ~bad & ~(value < value_floor)
 
     def body(carry):
         k, z, opt_state, value, grad, _, evals, _ = carry

@@ -95,6 +95,7 @@ def assert_iterations_differ_widely(batched: jc.Solution) -> None:
 SOLVERS = {
     "SQP": lambda tol: jc.SQP(opt_tol=tol),
     "AugmentedLagrangian": lambda tol: jc.AugmentedLagrangian(opt_tol=tol),
+    "AugmentedLagrangian+newton": lambda tol: jc.AugmentedLagrangian(opt_tol=tol, optimizer=jc.newton()),
     # The penalty method's outer count is set by the violation target (violation ~ 1/ρ).
     "Penalty": lambda tol: jc.Penalty(viol_tol=tol),
 }

@@ -91,3 +91,15 @@ def test_float32():
     assert result.z.dtype == jnp.float32
     assert result.value.dtype == jnp.float32
     np.testing.assert_allclose(result.z, Z_STAR, atol=1e-4)
+
+
+def test_minimise_stops_once_the_value_falls_below_the_floor():
+    """An unbounded subproblem (f = -z1 - z2²) stops at the first point below value_floor,
+    not after max_steps or at an overflow."""
+    fn = lambda z: -z[0] - z[1] ** 2
+    result = minimise(fn, jnp.array([0.0, 1.0]), default_optimizer(), 500, 1e-8, value_floor=-1e6)
+    assert float(result.value) < -1e6
+    assert np.all(np.isfinite(np.asarray(result.z)))
+    assert int(result.iterations) < 500
+    unfloored = minimise(fn, jnp.array([0.0, 1.0]), default_optimizer(), 5, 1e-8)
+    assert int(unfloored.iterations) == 5  # without a floor it runs on

@@ -248,6 +248,7 @@ class AugmentedLagrangian(AbstractSolver):
             jnp.where(active, self.inner_max_steps, 0),
             state.inner_tol * scale,
             max_backtracks=NONFINITE_BACKTRACKS,
+            value_floor=self.unbounded_below,
         )
         z = result.z
 

@@ -214,6 +214,7 @@ class Penalty(AbstractSolver):
             jnp.where(active, self.inner_max_steps, 0),
             inner_tol,
             max_backtracks=NONFINITE_BACKTRACKS,
+            value_floor=self.unbounded_below,
         )
         z = result.z  # the last finite point of the inner run
         f, c_eq, c_ineq, stationarity, v_stat, _ = _evaluate(problem, z, args, rho, state.row_scales)

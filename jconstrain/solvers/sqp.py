@@ -72,6 +72,8 @@ from jconstrain.problem import FlatProblem
 from jconstrain.solution import Status
 from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
 
+STATIONARITY_QP_STEPS = 50  # interior-point steps of the stationarity QP (finished members: 0)
+
 
 class Model(eqx.Module):
     """First-order information at z: f, ∇f, stacked constraints c and Jacobian J."""
@@ -521,7 +523,7 @@ class SQP(AbstractSolver):
         scale = jnp.maximum(1.0, jnp.max(jnp.abs(z), initial=0.0))
         return dtype_tol(self.evaldist, z.dtype, 10.0) * scale
 
-    def _stationarity(self, model, rows, mu, samples_z, samples_g, samples_valid, max_iter=50):
+    def _stationarity(self, model, rows, mu, samples_z, samples_g, samples_valid, max_iter=STATIONARITY_QP_STEPS):
         """The gradient-sampling stationarity measure and the multipliers λ = u/μ it implies
         (of the scaled constraints).
 
@@ -773,7 +775,7 @@ class SQP(AbstractSolver):
         samples_g = jnp.where(good, state.samples_g.at[slot].set(new_model.g), state.samples_g)
         samples_valid = jnp.where(good, state.samples_valid.at[slot].set(True), state.samples_valid)
         stationarity, y_stat = self._stationarity(
-            new_model, rows, mu_new, samples_z, samples_g, samples_valid, max_iter=jnp.where(active, 50, 0)
+            new_model, rows, mu_new, samples_z, samples_g, samples_valid, max_iter=jnp.where(active, STATIONARITY_QP_STEPS, 0)
         )
         current = _tracked(new_model, rows, state.scale_f, state.scale_c, stationarity, y_stat)
         violation, f_unscaled = current.violation, current.f

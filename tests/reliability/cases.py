@@ -499,9 +499,16 @@ DEGENERATE_FAMILY = Family(
 
 # ------------------------------------------------------------------ solvers and test helpers
 
-# Every general-purpose solver with its default settings (ProjectedGradient takes only
-# projection-type problems and is tested separately where it applies).
-SOLVERS = {"SQP": jc.SQP(), "AugmentedLagrangian": jc.AugmentedLagrangian(), "Penalty": jc.Penalty()}
+# Every general-purpose solver with its default settings, and the augmented Lagrangian
+# with Newton inner solves (`jc.newton()`, the batched-sweep choice for small n).
+# ProjectedGradient takes only projection-type problems and is tested separately where
+# it applies.
+SOLVERS = {
+    "SQP": jc.SQP(),
+    "AugmentedLagrangian": jc.AugmentedLagrangian(),
+    "AugmentedLagrangian+newton": jc.AugmentedLagrangian(optimizer=jc.newton()),  # Newton inner solves
+    "Penalty": jc.Penalty(),
+}
 
 _SOLVED: dict = {}
 

@@ -93,7 +93,7 @@ def test_projected_gradient_with_a_fixed_variable():
 def test_every_member_within_the_default_max_steps(solver):
     """The solvers' own caps (1000 SQP, 50 AugmentedLagrangian, 30 Penalty) hold for every
     member of the family."""
-    cap = {"SQP": 1000, "AugmentedLagrangian": 50, "Penalty": 30}[solver]
+    cap = {"SQP": 1000, "AugmentedLagrangian": 50, "AugmentedLagrangian+newton": 50, "Penalty": 30}[solver]
     assert cap == cases.SOLVERS[solver].max_steps
     for family in (DEGENERATE_FAMILY,):
         assert np.all(np.asarray(solve_family(family, solver).stats.iterations) <= cap)
