@@ -29,7 +29,7 @@ bench: install
 	$(PY) benchmarks/cutest.py
 
 bench-batch: install
-	$(PY) benchmarks/batch.py
+	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/batch.py --host-devices 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -4,6 +4,7 @@
     python benchmarks/batch.py --sizes 10,100 --solvers alm --out /tmp/batch
     python benchmarks/batch.py --solvers alm,sqp --max-size sqp=100,alm=10000
     python benchmarks/batch.py --report-only            # table and plot from the saved JSON
+    python benchmarks/batch.py --host-devices 2         # also sharded over 2 CPU devices
 
 The problem family is HS71 with varied constants and start points (instance i of a
 fixed seed is the same at every batch size; a batch of size B is instances 0..B-1):
@@ -32,6 +33,14 @@ compiled single solve (`jax.jit(solve)`, no vmap). Loops time each instance (bes
 only the first `--slsqp-max` instances (default 1000): larger sizes are extrapolated
 linearly from their mean time, marked * in the table (SLSQP's dashed in the plot).
 
+With `--host-devices D` (D > 1) the CPU is split into D JAX devices (XLA_FLAGS
+--xla_force_host_platform_device_count, set before jax is imported) and every jc batch
+also runs through `jc.batch.sharded_vmap` (each device solves its slice in its own loops;
+statuses checked equal to the one-device batch); the one-device batch still runs on device
+0 alone. The SLSQP loop runs in one process, on one core, either way. jc.SQP is not run
+sharded (`NOT_SHARDED`): jaxlib's batched LAPACK calls of its QPs deadlocked two CPU host
+devices sharing one thread pool.
+
 Scoring (both methods, at the returned x, with the same jitted functions): violation =
 max over |eq|, max(ineq, 0) and the bounds; solved = violation <= 1e-6 and
 f <= f_best + 1e-5 max(1, |f_best|), f_best the lowest f of a feasible point any method
@@ -55,6 +64,21 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+
+
+def _host_devices(argv: list[str]) -> int:
+    """--host-devices, read before jax is imported (XLA fixes the device count then)."""
+    for i, arg in enumerate(argv):
+        if arg == "--host-devices" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if arg.startswith("--host-devices="):
+            return int(arg.split("=", 1)[1])
+    return 1
+
+
+if __name__ == "__main__" and _host_devices(sys.argv[1:]) > 1:
+    flag = f"--xla_force_host_platform_device_count={_host_devices(sys.argv[1:])}"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 import jax  # noqa: E402
 
@@ -81,6 +105,10 @@ LABELS = {
     "slsqp": "SciPy SLSQP loop",
 }
 COLOURS = {"alm": "C6", "alm-newton": "C2", "sqp": "C3", "penalty": "C5", "slsqp": "C0"}
+# jc.SQP's QPs call jaxlib's batched LAPACK kernels (LU), which wait on the CPU's shared
+# intra-op thread pool: with 2 host devices each running such a call from a pool thread,
+# the batch of 100 deadlocked (gdb: both pool threads in ParallelBatchMap's wait).
+NOT_SHARDED = {"sqp"}
 VIOL_TOL, F_TOL = 1e-6, 1e-5
 LOWER, UPPER = 1.0, 5.0
 SLSQP_MAXITER = 1000
@@ -128,6 +156,19 @@ def evaluate(x, p):
 # --------------------------------------------------------------------------- runners
 
 
+def _best_time(fn, args: tuple, repeats: int) -> tuple[float, Any]:
+    """(best wall time of `repeats` calls, fewer once a call takes over a second; the last
+    output)."""
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+        if best > 1.0:
+            break
+    return best, out
+
+
 def run_jc(name: str, x0: np.ndarray, params: np.ndarray, repeats: int) -> dict[str, Any]:
     """The vmapped + jitted batch: compile time, and the best of `repeats` timed calls
     (fewer once a call takes over a second)."""
@@ -137,18 +178,19 @@ def run_jc(name: str, x0: np.ndarray, params: np.ndarray, repeats: int) -> dict[
     compiled = fn.lower(x0, params).compile()
     compile_s = time.perf_counter() - t0
     jax.block_until_ready(compiled(x0, params))  # warm-up call
-    run_s = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sol = jax.block_until_ready(compiled(x0, params))
-        run_s = min(run_s, time.perf_counter() - t0)
-        if run_s > 1.0:
-            break
+    run_s, sol = _best_time(compiled, (x0, params), repeats)
     iterations = np.asarray(sol.stats.iterations)
     statuses = np.asarray(sol.status)
+    sharded_run_s = None
+    if jax.device_count() > 1 and name not in NOT_SHARDED:  # the batch split over every device
+        sharded = jc.batch.sharded_vmap(lambda z, p: jc.solve(PROBLEM, z, solver, p))
+        jax.block_until_ready(sharded(x0, params))  # compiles
+        sharded_run_s, sharded_sol = _best_time(sharded, (x0, params), repeats)
+        assert np.array_equal(np.asarray(sharded_sol.status), statuses), "sharded statuses differ"
     return {
         "compile_s": compile_s,
         "run_s": run_s,
+        "sharded_run_s": sharded_run_s,
         "x": np.asarray(sol.x),
         "converged": statuses == jc.Status.CONVERGED,
         "status_counts": {jc.Status(int(s)).name: int(np.sum(statuses == s)) for s in np.unique(statuses)},
@@ -255,22 +297,29 @@ def print_table(summary: dict) -> None:
     for name in jc_names:
         print(f"\n{LABELS[name]}: vmapped + jitted batch vs {LABELS['slsqp']} (* = extrapolated from "
               f"{summary['slsqp_instances_run']} instances)\n")  # fmt: skip
-        print("| batch | jc vmap run | jc compile | jc loop of jitted solves | SLSQP loop | SLSQP / jc vmap "
-              "| solved jc | solved SLSQP | jc iterations min/median/max |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|---|---|")
+        devices = m.get("host_devices", 1)
+        sharded = devices > 1
+        extra_head = f" jc sharded over {devices} devices | SLSQP / jc sharded |" if sharded else ""
+        print("| batch | jc vmap run | jc compile | jc loop of jitted solves | SLSQP loop | SLSQP / jc vmap |"
+              f"{extra_head} solved jc | solved SLSQP | jc iterations min/median/max |")  # fmt: skip
+        print("|---" * (11 if sharded else 9) + "|")
         for size in summary["sizes"]:
             j, sl = rows[str(size)].get(name), rows[str(size)]["slsqp"]
             if j is None:
                 continue
             it = j["iterations"]
+            shard_s = j.get("sharded_run_s")
+            extra = (f" {shard_s:.3g} s | {sl['time_s'] / shard_s:.3g}x |" if shard_s else " - | - |") if sharded else ""
             print(f"| {size} | {j['run_s']:.3g} s | {j['compile_s']:.1f} s | {j['loop_s']:.3g} s{mark(j['loop_extrapolated'])} "
-                  f"| {sl['time_s']:.3g} s{mark(sl['extrapolated'])} | {sl['time_s'] / j['run_s']:.3g}x "
-                  f"| {j['solved']}/{size} | {sl['solved']}/{sl['instances_run']} | {it['min']}/{it['median']:g}/{it['max']} |")  # fmt: skip
+                  f"| {sl['time_s']:.3g} s{mark(sl['extrapolated'])} | {sl['time_s'] / j['run_s']:.3g}x |{extra}"
+                  f" {j['solved']}/{size} | {sl['solved']}/{sl['instances_run']} | {it['min']}/{it['median']:g}/{it['max']} |")  # fmt: skip
     largest = max(summary["sizes"])
     for name in jc_names:
         j = rows[str(largest)].get(name)
         if j is not None:
-            print(f"\n{LABELS[name]} at batch {largest}: {j['problems_per_s']:.0f} problems/s vmapped, "
+            on_all = (f"{largest / j['sharded_run_s']:.0f} problems/s sharded over {m['host_devices']} devices, "
+                      if j.get("sharded_run_s") else "")  # fmt: skip
+            print(f"\n{LABELS[name]} at batch {largest}: {j['problems_per_s']:.0f} problems/s vmapped, {on_all}"
                   f"{largest / j['loop_s']:.0f} problems/s as a loop of jitted solves "
                   f"(SLSQP loop: {rows[str(largest)]['slsqp']['problems_per_s']:.0f} problems/s)")  # fmt: skip
 
@@ -290,6 +339,10 @@ def plot(summary: dict, path: str) -> None:
         pts = [(s, rows[str(s)][name]) for s in sizes if name in rows[str(s)]]
         xs = [s for s, _ in pts]
         ax.plot(xs, [r["run_s"] for _, r in pts], "o-", color=COLOURS[name], label=f"{LABELS[name]} run")
+        shard = [(s, r["sharded_run_s"]) for s, r in pts if r.get("sharded_run_s")]
+        if shard:
+            ax.plot([s for s, _ in shard], [t for _, t in shard], "D--", color=COLOURS[name], mfc="none",
+                    label=f"{LABELS[name]} run, sharded over {summary['machine']['host_devices']} devices")  # fmt: skip
         ax.plot(xs, [r["compile_s"] for _, r in pts], "x:", color=COLOURS[name], label=f"{LABELS[name]} compile")
         ax.plot(xs, [r["loop_s"] for _, r in pts], "^-.", color=COLOURS[name], mfc="none",
                 label=f"{LABELS[name]} loop of jitted solves")  # fmt: skip
@@ -342,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slsqp-max", type=int, default=1000,
                         help="instances the SLSQP loop and the jc loop run; beyond, extrapolated (default 1000)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept (default 3)")
+    parser.add_argument("--host-devices", type=int, default=1,
+                        help="split the CPU into this many JAX devices; each jc batch then also runs sharded over "
+                        "them with jc.batch.sharded_vmap (default 1)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default benchmarks/results)")
     parser.add_argument("--no-save", action="store_true", help="write no files")
@@ -364,12 +420,15 @@ def main(argv: list[str] | None = None) -> int:
         if name not in JC_SOLVERS:
             raise SystemExit(f"--solvers: unknown {name!r} (known: {', '.join(JC_SOLVERS)})")
     max_size = parse_max_size(opts.max_size)
+    if opts.host_devices > 1 and jax.device_count() != opts.host_devices:
+        raise SystemExit(f"--host-devices {opts.host_devices}: jax sees {jax.device_count()} devices")
     machine = {
         "platform": platform.platform(),
         "processor": platform.processor(),
         "cpus": os.cpu_count(),
         "jax": jax.__version__,
         "jax_devices": str(jax.devices()),
+        "host_devices": opts.host_devices,
         "load_before": list(os.getloadavg()),
     }
     x0_all, params_all = instances(max(sizes), opts.seed)
@@ -405,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             row[name] = {
                 "compile_s": r["compile_s"],
                 "run_s": r["run_s"],
+                "sharded_run_s": r["sharded_run_s"],
                 "loop_s": loop_time,
                 "loop_extrapolated": loop_extrapolated,
                 "problems_per_s": size / r["run_s"],

@@ -7,8 +7,14 @@
 of devices (by default `jax.devices()`; under `jax.distributed` that is every device of
 every process). A batch of size B on D devices is padded to D·⌈B/D⌉ members by repeating
 its last member (a valid problem: padding adds no failure of its own), each
-device solves its B/D members in one compiled loop, and the outputs are trimmed back
-to B. Members are independent: no communication happens inside the solve.
+device solves its B/D members in its own compiled loops (`jax.shard_map`: a device's
+loops stop when its own members are done), and the outputs are trimmed back to B.
+Members are independent: no communication happens inside the solve.
+
+On a CPU split into host devices (`--xla_force_host_platform_device_count`), solvers that
+call jaxlib's batched LAPACK kernels (`jc.SQP`, `jc.qp`) can deadlock: those kernels wait
+on the thread pool that runs the devices themselves (seen with 50 SQP members on each of 2
+devices). The augmented Lagrangian and penalty solvers make no such calls.
 
 Multi-host: run the same program in every process after `jax.distributed.initialize()`,
 each process holding the same full batch (e.g. generated from a shared seed);
@@ -105,11 +111,16 @@ def sharded_vmap(fn: Callable[..., Any], mesh: Mesh | None = None) -> Callable[.
 
     @functools.cache
     def compiled(layout: Mesh, trim: bool) -> Callable[..., Any]:
+        # shard_map: each device runs the vmapped solve on its own members, so its loops
+        # stop when its members are done. (A jit over sharded arrays would partition one
+        # global loop instead: every iteration would agree across devices whether any
+        # member still runs.) check_vma=False: fn is per member, no collective to type-check.
+        spec = PartitionSpec(layout.axis_names[0])
+        local = jax.shard_map(batched, mesh=layout, in_specs=spec, out_specs=spec, check_vma=False)
         if trim:
-            solve_and_trim = lambda size, *padded: jax.tree_util.tree_map(lambda leaf: leaf[:size], batched(*padded))
+            solve_and_trim = lambda size, *padded: jax.tree_util.tree_map(lambda leaf: leaf[:size], local(*padded))
             return jax.jit(solve_and_trim, static_argnums=0)
-        sharding = NamedSharding(layout, PartitionSpec(layout.axis_names[0]))
-        return jax.jit(batched, out_shardings=sharding)
+        return jax.jit(local, out_shardings=NamedSharding(layout, spec))
 
     def run(*batch: Any) -> Any:
         layout = batch_mesh() if mesh is None else mesh
