@@ -143,8 +143,9 @@ def _armijo(
     c1: float,
     max_backtracks: int,
 ):
-    """(t, f(z + t p), ∇f(z + t p), trials) for the first t meeting Armijo's condition,
-    t = 0 (and f, ∇f at z unset) when none of `max_backtracks` + 1 trials does."""
+    """(t, f(z + t p), ∇f(z + t p), trials) for the first t meeting Armijo's condition;
+    t = 0 when none of the `max_backtracks` + 1 trials does (f and ∇f are then the last
+    trial's, which the caller discards)."""
 
     def sufficient(t, v):
         return v <= value + c1 * t * slope  # False for NaN

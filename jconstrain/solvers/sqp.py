@@ -774,8 +774,9 @@ class SQP(AbstractSolver):
         samples_z = jnp.where(good, state.samples_z.at[slot].set(new_model.z), state.samples_z)
         samples_g = jnp.where(good, state.samples_g.at[slot].set(new_model.g), state.samples_g)
         samples_valid = jnp.where(good, state.samples_valid.at[slot].set(True), state.samples_valid)
+        qp_steps = jnp.where(active, STATIONARITY_QP_STEPS, 0)
         stationarity, y_stat = self._stationarity(
-            new_model, rows, mu_new, samples_z, samples_g, samples_valid, max_iter=jnp.where(active, STATIONARITY_QP_STEPS, 0)
+            new_model, rows, mu_new, samples_z, samples_g, samples_valid, max_iter=qp_steps
         )
         current = _tracked(new_model, rows, state.scale_f, state.scale_c, stationarity, y_stat)
         violation, f_unscaled = current.violation, current.f
