@@ -684,7 +684,8 @@ class SQP(AbstractSolver):
             return jnp.clip(z, problem.lower, problem.upper), jnp.where(inside, d, 0.0)
 
         merit = lambda z: _merit(problem, z, args, rows, mu, state.scale_f, state.scale_c)
-        unit = merit(path(1.0)[0])
+        z_unit = path(1.0)[0]
+        unit = merit(z_unit)
         # Expanding past t = 1 must not raise the violation above v nor above its value
         # at the unit step: the QP step solves the linearised constraints, and going
         # further only overshoots them (e.g. a linear equality met exactly at t = 1).
@@ -726,7 +727,7 @@ class SQP(AbstractSolver):
             room = jnp.where(room > 0, room, jnp.inf)
             t_max = jnp.minimum(t_max, jnp.maximum(1.0, jnp.min(room, initial=jnp.inf)))
         soc_ok, z_soc = self._second_order_correction(
-            merit, path(1.0)[0], unit, model, rows, H, y, phi0 + self.c1 * decrease + noise, violation_cap,
+            merit, z_unit, unit, model, rows, H, y, phi0 + self.c1 * decrease + noise, violation_cap,
             enabled=active & (decrease < 0), clip=lambda z: jnp.clip(z, problem.lower, problem.upper),
         )
         search = weak_wolfe(
