@@ -1,17 +1,22 @@
 # Fresh machine: `make demo` or `make test` (each installs into .venv first).
+# The test and bench extras are installed at the versions in constraints.txt (what main
+# was last tested with); the library's own dependency ranges in pyproject.toml stay loose.
+# `make lock` refreshes constraints.txt from the newest releases the ranges allow.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EXTRAS := test,bench
+LOCK := constraints.txt
 
-.PHONY: install demo test test-fast bench bench-batch clean
+.PHONY: install demo test test-fast bench bench-batch lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m pip install --quiet --constraint $(LOCK) -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: install
@@ -30,6 +35,16 @@ bench: install
 
 bench-batch: install
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/batch.py --host-devices 2
+
+# A fresh venv without constraints, the newest releases the ranges allow, frozen.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	{ echo "# Versions make install uses for the extras [$(EXTRAS)]; refresh with make lock."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^#'; } > $(LOCK)
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache
