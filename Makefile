@@ -27,8 +27,9 @@ demo: install
 test: install
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q
 
+# The tests not marked slow, without the notebooks.
 test-fast: install
-	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q -m "not slow"
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q -m "not slow" tests
 
 bench: install
 	$(PY) benchmarks/cutest.py

@@ -6,7 +6,8 @@ with Q = BBᵀ/n + I/2 (eigenvalues >= 1/2), a random point x_f strictly inside 
 that satisfies every constraint (b_eq = A_eq x_f, b_in = A_in x_f + slack, a third of
 the slacks zero), bounds finite or infinite at random. Shapes are fixed (N, M_EQ, M_IN),
 so one compiled solve serves every draw. `reference` solves the QP exactly by
-enumerating active sets (NumPy, no jconstrain code): for a strictly convex QP the KKT
+enumerating active sets (NumPy, no jconstrain code) and `certify`s the answer (strict
+KKT conditions, and SciPy's SLSQP finds nothing better): for a strictly convex QP the KKT
 point is unique, and its multipliers are too under LICQ (generic for random data).
 """
 
@@ -78,17 +79,10 @@ class Reference:
     upper: np.ndarray
 
 
-def reference(qp: QP, box_only: bool = False, tol: float = 1e-10) -> Reference:
-    """The exact solution of one QP by active-set enumeration.
-
-    Inequality rows G x <= h are A_in (unless box_only), -x <= -lower and x <= upper
-    (finite bounds only). For each set S of at most N - M_EQ rows, solve the equality
-    QP with rows S active; the answer is the S whose point satisfies every row and whose
-    multipliers are >= 0.
-    """
+def _inequality_rows(qp: QP, box_only: bool) -> tuple[np.ndarray, np.ndarray, list]:
+    """All inequality rows as G x <= h: A_in (unless box_only), then -x <= -lower and
+    x <= upper for the finite bounds; with each row's (kind, index)."""
     n = qp.Q.shape[0]
-    E = np.zeros((0, n)) if box_only else qp.A_eq
-    e = np.zeros(0) if box_only else qp.b_eq
     rows, rhs, kinds = [], [], []
     if not box_only:
         for i in range(qp.A_in.shape[0]):
@@ -98,16 +92,33 @@ def reference(qp: QP, box_only: bool = False, tol: float = 1e-10) -> Reference:
             rows.append(-np.eye(n)[i]), rhs.append(-qp.lower[i]), kinds.append(("lower", i))
         if np.isfinite(qp.upper[i]):
             rows.append(np.eye(n)[i]), rhs.append(qp.upper[i]), kinds.append(("upper", i))
-    G, h = np.asarray(rows).reshape(-1, n), np.asarray(rhs)
+    return np.asarray(rows).reshape(-1, n), np.asarray(rhs), kinds
+
+
+def reference(qp: QP, box_only: bool = False, tol: float = 1e-10) -> Reference:
+    """The exact solution of one QP by active-set enumeration, certified.
+
+    For each set S of at most N - M_EQ inequality rows (`_inequality_rows`) whose rows,
+    stacked under A_eq, are linearly independent, solve the equality QP with rows S
+    active; the answer is the first S whose point satisfies every row and whose
+    multipliers are >= 0. Sets of dependent rows are skipped: their KKT matrix is
+    singular, and LAPACK may return a garbage point with huge multipliers of either
+    sign instead of raising (a lower and an upper bound of the same variable, seed 1320).
+    The point found must then pass `certify` (strict KKT conditions and an independent
+    SciPy solve); a failure raises rather than hand a test a wrong reference.
+    """
+    n = qp.Q.shape[0]
+    E = np.zeros((0, n)) if box_only else qp.A_eq
+    e = np.zeros(0) if box_only else qp.b_eq
+    G, h, kinds = _inequality_rows(qp, box_only)
     for size in range(0, n - E.shape[0] + 1):
-        for S in itertools.combinations(range(len(rows)), size):
+        for S in itertools.combinations(range(len(kinds)), size):
             A = np.vstack([E, G[list(S)]])
+            if np.linalg.matrix_rank(A) < A.shape[0]:
+                continue
             b = np.concatenate([e, h[list(S)]])
             K = np.block([[qp.Q, A.T], [A, np.zeros((A.shape[0], A.shape[0]))]])
-            try:
-                sol = np.linalg.solve(K, np.concatenate([-qp.c, b]))
-            except np.linalg.LinAlgError:
-                continue
+            sol = np.linalg.solve(K, np.concatenate([-qp.c, b]))
             x, mu = sol[:n], sol[n:]
             mu_G = mu[E.shape[0] :]
             if np.all(G @ x <= h + tol) and np.all(mu_G >= -tol):
@@ -115,8 +126,60 @@ def reference(qp: QP, box_only: bool = False, tol: float = 1e-10) -> Reference:
                 for k, value in zip(S, mu_G):
                     kind, i = kinds[k]
                     {"ineq": ineq, "lower": lower, "upper": upper}[kind][i] = value
-                return Reference(x=x, eq=mu[: E.shape[0]], ineq=ineq, lower=lower, upper=upper)
+                ref = Reference(x=x, eq=mu[: E.shape[0]], ineq=ineq, lower=lower, upper=upper)
+                certify(qp, ref, box_only)
+                return ref
     raise AssertionError("no KKT point found: the generator made an infeasible or degenerate QP")
+
+
+def certify(qp: QP, ref: Reference, box_only: bool = False, tol: float = 1e-9) -> None:
+    """Raise AssertionError unless `ref` is the QP's solution.
+
+    For a strictly convex QP the KKT conditions are sufficient, so check them strictly,
+    each relative to the size of its terms: primal feasibility (`max_violation`), dual
+    signs (ν, z_lower, z_upper >= 0), complementarity (ν_i · slack_i = 0), stationarity
+    (`kkt_residual`). Independently, SciPy's SLSQP (no jconstrain code, no enumeration)
+    from x0 must find no feasible point with a lower objective.
+    """
+    x = ref.x
+    f = lambda z: 0.5 * z @ qp.Q @ z + qp.c @ z
+    scale = max(1.0, np.max(np.abs(x)))
+    assert max_violation(qp, x, box_only) <= tol * scale, "reference infeasible"
+    signs = [ref.lower, ref.upper] + ([] if box_only else [ref.ineq])
+    assert all(np.all(m >= -tol) for m in signs), "reference multiplier of the wrong sign"
+    slacks = [x - qp.lower, qp.upper - x] + ([] if box_only else [qp.b_in - qp.A_in @ x])
+    for m, slack in zip(signs, slacks):
+        finite = np.isfinite(slack)
+        assert np.all(np.abs(m[finite] * slack[finite]) <= tol * scale * max(1.0, np.max(np.abs(m)))), "not complementary"
+    eq, ineq = (None, None) if box_only else (ref.eq, ref.ineq)
+    assert kkt_residual(qp, x, eq, ineq, ref.lower, ref.upper, box_only) <= tol, "reference not stationary"
+    other = scipy_solution(qp, box_only)
+    if max_violation(qp, other, box_only) <= 1e-8:
+        assert f(x) <= f(other) + 1e-8 * max(1.0, abs(f(other))), (
+            f"SLSQP found f = {f(other)} below the reference's {f(x)}"
+        )
+
+
+def scipy_solution(qp: QP, box_only: bool = False) -> np.ndarray:
+    """The QP solved by SciPy's SLSQP from x0 (tight tolerance, exact gradients)."""
+    from scipy.optimize import Bounds, minimize
+
+    constraints = []
+    if not box_only:
+        constraints = [
+            {"type": "eq", "fun": lambda z: qp.A_eq @ z - qp.b_eq, "jac": lambda z: qp.A_eq},
+            {"type": "ineq", "fun": lambda z: qp.b_in - qp.A_in @ z, "jac": lambda z: -qp.A_in},
+        ]
+    result = minimize(
+        lambda z: 0.5 * z @ qp.Q @ z + qp.c @ z,
+        np.clip(qp.x0, qp.lower, qp.upper),
+        jac=lambda z: qp.Q @ z + qp.c,
+        method="SLSQP",
+        bounds=Bounds(qp.lower, qp.upper),
+        constraints=constraints,
+        options={"ftol": 1e-14, "maxiter": 500},
+    )
+    return result.x
 
 
 def kkt_residual(qp: QP, x, eq, ineq, lower, upper, box_only: bool = False) -> float:
