@@ -3,7 +3,12 @@
     P_ρ(x) = f(x) + ρ/2 (||c_E(x)||² + ||max(c_I(x), 0)||²)
 
 Each outer step minimises P_ρ from the current point with an optax optimiser (L-BFGS
-by default), then multiplies ρ by `rho_growth` while the violation exceeds `viol_tol`.
+by default), then, while the violation V exceeds `viol_tol`, multiplies ρ by
+min(rho_growth, 4 V / viol_tol): the violation of a minimiser of P_ρ falls like |λ|/ρ, so
+near the tolerance ρ grows only as far as that law needs to land at viol_tol / 4, not by a
+full `rho_growth` into needless ill-conditioning (at ρ ~ 1e10 rounding in ρ c alone can
+hold ||∇P_ρ|| above opt_tol: a random QP with |λ| = 11 and viol_tol = 1e-8 stalled there).
+The margin keeps f accurate too: its error is about |λ| V.
 Bounds are treated as inequality constraints l - x <= 0, x - u <= 0.
 
 At a minimiser of P_ρ the multiplier estimates are λ = ρ c_E, ν = ρ max(c_I, 0); the
@@ -227,7 +232,8 @@ class Penalty(AbstractSolver):
         # An inner run that met NaN/Inf stops at its last finite point: keep its progress
         # and raise ρ (NaN often lies outside the feasible set, where a larger ρ keeps x out).
         met_nonfinite = result.nonfinite
-        new_rho = jnp.where((violation > viol_tol) | met_nonfinite, raised, rho)
+        needed = jnp.minimum(rho * jnp.clip(4.0 * violation / viol_tol, 1.0, self.rho_growth), rho_max)
+        new_rho = jnp.where(met_nonfinite, raised, jnp.where(violation > viol_tol, needed, rho))
         step_norm = jnp.max(jnp.abs(z - state.z), initial=0.0)
         unbounded = finite & (violation <= viol_tol) & (f < self.unbounded_below)
         evaluations = state.evaluations + result.evaluations + 2
