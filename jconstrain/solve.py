@@ -1,8 +1,15 @@
-"""`jc.solve`: the one front door. Validates, flattens, drives a solver, unflattens."""
+"""`jc.solve`: the one front door. Validates, flattens, drives a solver, unflattens.
+
+The compiled part (`_solve`) is an `equinox.filter_jit`: arrays in the problem, x0,
+solver, args and warm_start are its dynamic inputs, everything else (the problem's
+functions, shapes, `max_steps`, `verbose`, non-array args) its cache key. A second eager
+call with the same problem and solver and inputs of the same shapes reuses the
+compilation instead of tracing again; under a user's `jax.jit` or `jax.vmap` the solve
+is traced into the enclosing computation as usual.
+"""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import equinox as eqx
@@ -13,7 +20,11 @@ from jconstrain import implicit, printer, validation
 from jconstrain.problem import FlatProblem, Problem, flatten
 from jconstrain.solution import Multipliers, Solution, Stats, Status
 from jconstrain.solvers.base import AbstractSolver, Report
-from jconstrain.solvers.projected import ProjectedGradient, flat_projection
+
+try:  # whether any JAX transformation is being traced right now
+    from jax._src.core import trace_state_clean as _eager
+except ImportError:  # pragma: no cover - a JAX without it: always hoist (slower, same answers)
+    _eager = lambda: False
 
 
 def solve(
@@ -32,10 +43,17 @@ def solve(
     `lax.while_loop` over the solver's state; `verbose=True` prints an iteration table
     through `jax.debug.callback` (works under jit).
 
+    Compilation is cached: calling `solve` again with the same `problem` object, an equal
+    solver and x0, args (array leaves) and warm_start of the same shapes and dtypes runs
+    the compiled solve without tracing. Non-array leaves of `args` (Python numbers) are
+    part of the cache key: pass `jnp.asarray(a)` to reuse one compilation across values.
+    Solver settings given as Python floats are passed as arrays, so changing them does
+    not recompile.
+
     Derivatives: `sol.x`, `sol.f` and `sol.multipliers` are differentiable with respect to
     `args`, bounds and arrays the problem's functions close over, by implicit
     differentiation of the optimality conditions at the returned point, not through the
-    iterations (see `jconstrain.implicit`): the loop runs on stop-gradient inputs, so x0
+    iterations (see the solver's `adjoint`): the loop runs on stop-gradient inputs, so x0
     and warm_start get zero derivatives.
 
     Args:
@@ -54,21 +72,52 @@ def solve(
     """
     validation.check_options(solver, max_steps, verbose)
     x0 = validation.normalise_x0(x0)
-    validation.check_problem(problem, x0, args)
-    problem, args = implicit.hoist_closures(problem, x0, args)
-    flat, z0 = flatten(problem, x0, args)
+    validation.check_problem_data(problem, x0)
     if isinstance(warm_start, Solution):
         warm_start = warm_start.state
-    # The loop sees no derivatives: they come from `implicit` at the returned point.
+    if not _eager():
+        # Traced arrays the functions close over become args, so that they are cut from
+        # the loop and differentiated implicitly. Eagerly no tracer exists: skip the trace.
+        problem, args = implicit.hoist_closures(problem, x0, args)
+    steps = solver.steps if max_steps is None else int(max_steps)
+    return _solve(problem, x0, _dynamic_settings(solver), args, warm_start, steps, bool(verbose))
+
+
+def _dynamic_settings(solver: AbstractSolver) -> AbstractSolver:
+    """The solver with its Python-float settings as 0-d arrays (dynamic under `_solve`'s
+    filter_jit, as they already are under a sweep's vmap)."""
+    return jax.tree_util.tree_map(lambda v: jnp.asarray(v) if isinstance(v, float) else v, solver)
+
+
+@eqx.filter_jit
+def _solve(
+    problem: Problem, x0: Any, solver: AbstractSolver, args: Any, warm_start: Any, steps: int, verbose: bool
+) -> Solution:
+    """The compiled solve: the functions' checks at x0 (once per compilation), the flat
+    view, the solver's loop and the differentiable `Solution`."""
+    validation.check_functions(problem, x0, args)
+    flat, z0 = flatten(problem, x0, args)
+    # The loop sees no derivatives: they come from the solver's adjoint at the returned point.
     differentiable_flat, differentiable_args = flat, args
     flat, z0, args = implicit.stop_problem_gradient(flat), implicit.stop_gradient(z0), implicit.stop_gradient(args)
     warm_start = implicit.stop_gradient(warm_start)
     if warm_start is not None:
         expected = eqx.filter_eval_shape(lambda z, a: solver.init(flat, z, a, None), z0, args)
         validation.check_warm_start(warm_start, expected)
-    steps = solver.steps if max_steps is None else int(max_steps)
-    name = type(solver).__name__
+    state, k, status = _run(solver, flat, z0, args, warm_start, steps, verbose)
+    report = solver.report(flat, state, args)
+    if verbose:
+        printer.summary(status, k, report.f, report.violation)
+    point = implicit.SolutionPoint(report.z, report.f, report.y_eq, report.y_ineq, report.z_lower, report.z_upper)
+    point = solver.adjoint(differentiable_flat, point, status, differentiable_args)
+    return _solution(flat, report, point, status, k, state)
 
+
+def _run(
+    solver: AbstractSolver, flat: FlatProblem, z0: jax.Array, args: Any, warm_start: Any, steps: int, verbose: bool
+) -> tuple[Any, jax.Array, jax.Array]:
+    """The solver's loop: init, then step while not done and k < steps.
+    Returns (final state, iterations taken, status)."""
     state = solver.init(flat, z0, args, warm_start)
     done, status = solver.terminate(flat, state, args)
     bad_start = ~jnp.all(jnp.isfinite(z0))
@@ -76,7 +125,7 @@ def solve(
     status = jnp.where(bad_start, Status.NONFINITE, jnp.where(empty_box, Status.INFEASIBLE, status))
     done = done | bad_start | empty_box
     if verbose:
-        printer.header(name, solver.penalty_label)
+        printer.header(type(solver).__name__, solver.penalty_label)
         _print_row(solver, state, jnp.asarray(0))
 
     def cond(carry):
@@ -84,16 +133,10 @@ def solve(
         return (~done) & (k < steps)
 
     # Under vmap the body runs for finished members too (the loop discards their result):
-    # `active` lets their inner loops stop at once. Solvers written to the older protocol,
-    # step(problem, state, args), are driven without it.
-    takes_active = "active" in inspect.signature(solver.step).parameters
-
+    # `active` lets their inner loops stop at once.
     def body(carry):
         k, state, done_before, _ = carry
-        if takes_active:
-            state = solver.step(flat, state, args, active=~done_before)
-        else:
-            state = solver.step(flat, state, args)
+        state = solver.step(flat, state, args, active=~done_before)
         done, status = solver.terminate(flat, state, args)
         if verbose:  # under vmap the body also runs for finished members: they stay quiet
             _print_row(solver, state, k + 1, active=~done_before)
@@ -101,25 +144,7 @@ def solve(
 
     carry = (jnp.asarray(0, jnp.int32), state, done, jnp.asarray(status, jnp.int32))
     k, state, done, status = jax.lax.while_loop(cond, body, carry)
-    status = jnp.where(done, status, Status.MAX_STEPS).astype(jnp.int32)
-    report = solver.report(flat, state, args)
-    if verbose:
-        printer.summary(status, k, report.f, report.violation)
-    report = _differentiable(solver, differentiable_flat, report, status, differentiable_args)
-    return _solution(flat, report, status, k, state)
-
-
-def _differentiable(solver: AbstractSolver, flat: FlatProblem, report: Report, status: jax.Array, args: Any) -> Report:
-    """The report with z, f and the multipliers differentiable in (args, bounds): the
-    identity unless differentiated (`jconstrain.implicit`)."""
-    point = implicit.SolutionPoint(report.z, report.f, report.y_eq, report.y_ineq, report.z_lower, report.z_upper)
-    if isinstance(solver, ProjectedGradient):
-        project = lambda p, z: flat_projection(p, solver.projection)(z)
-        point = implicit.fixed_point_solution(flat, point, status, args, project)
-    else:
-        point = implicit.kkt_solution(flat, point, status, args)
-    fields = ("z", "f", "y_eq", "y_ineq", "z_lower", "z_upper")
-    return eqx.tree_at(lambda r: [getattr(r, name) for name in fields], report, [getattr(point, name) for name in fields])
+    return state, k, jnp.where(done, status, Status.MAX_STEPS).astype(jnp.int32)
 
 
 def _print_row(solver: AbstractSolver, state: Any, k: jax.Array, active: Any = True) -> None:
@@ -127,12 +152,16 @@ def _print_row(solver: AbstractSolver, state: Any, k: jax.Array, active: Any = T
     printer.row(k, p.f, p.violation, p.stationarity, p.step, p.penalty, active=active)
 
 
-def _solution(flat: FlatProblem, report: Report, status: jax.Array, k: jax.Array, state: Any) -> Solution:
+def _solution(
+    flat: FlatProblem, report: Report, point: implicit.SolutionPoint, status: jax.Array, k: jax.Array, state: Any
+) -> Solution:
+    """The user-facing `Solution`: `point` (the differentiable x, f and multipliers) in the
+    user's pytrees, with the report's statistics."""
     multipliers = Multipliers(
-        eq=flat.unravel_eq(report.y_eq) if flat.unravel_eq is not None else None,
-        ineq=flat.unravel_ineq(report.y_ineq) if flat.unravel_ineq is not None else None,
-        lower=flat.to_pytree(report.z_lower),
-        upper=flat.to_pytree(report.z_upper),
+        eq=flat.unravel_eq(point.y_eq) if flat.unravel_eq is not None else None,
+        ineq=flat.unravel_ineq(point.y_ineq) if flat.unravel_ineq is not None else None,
+        lower=flat.to_pytree(point.z_lower),
+        upper=flat.to_pytree(point.z_upper),
     )
     stats = Stats(
         iterations=k,
@@ -142,8 +171,8 @@ def _solution(flat: FlatProblem, report: Report, status: jax.Array, k: jax.Array
         inner_iterations=report.inner_iterations,
     )
     return Solution(
-        x=flat.to_pytree(report.z),
-        f=report.f,
+        x=flat.to_pytree(point.z),
+        f=point.f,
         status=status,
         multipliers=multipliers,
         stats=stats,

@@ -37,7 +37,9 @@ def _contains_module(tree: Any) -> bool:
 
 
 def normalise_x0(x0: Any) -> Any:
-    """Check x0 and return it with Python floats turned into arrays.
+    """Check x0 and return it with Python floats turned into arrays and every variable
+    strongly typed (a weakly typed array, e.g. `jnp.full(3, 0.1)`, keeps its dtype but
+    loses the weak flag, so that it shares a compiled solve with `jnp.zeros(3)`).
 
     In a plain pytree (dicts, lists, tuples, arrays) every leaf is a variable and must
     be a real floating array or a Python float. In a pytree holding `equinox.Module`s
@@ -67,7 +69,8 @@ def normalise_x0(x0: Any) -> Any:
     concrete = [np.asarray(leaf) for leaf in leaves if _is_concrete(leaf)]
     if any(not np.all(np.isfinite(leaf)) for leaf in concrete):
         raise ValueError("x0 contains NaN or Inf; start from a finite point.")
-    return x0
+    strong = lambda leaf: leaf.astype(leaf.dtype) if getattr(leaf, "weak_type", False) else leaf
+    return jax.tree_util.tree_map(lambda leaf: strong(leaf) if eqx.is_inexact_array(leaf) else leaf, x0)
 
 
 def _check_output(out: Any, name: str, scalar: bool) -> Any:
@@ -88,8 +91,8 @@ def _check_output(out: Any, name: str, scalar: bool) -> Any:
     return out
 
 
-def check_problem(problem: Any, x0: Any, args: Any) -> None:
-    """Check the problem's types and trace its functions once at x0 (no compilation)."""
+def check_problem_data(problem: Any, x0: Any) -> None:
+    """Check the problem's types and bounds (against x0's variables); traces nothing."""
     if not isinstance(problem, Problem):
         raise TypeError(f"problem must be a jc.Problem, got {type(problem).__name__}.")
     if not callable(problem.objective):
@@ -98,18 +101,30 @@ def check_problem(problem: Any, x0: Any, args: Any) -> None:
         fn = getattr(problem, name)
         if fn is not None and not callable(fn):
             raise TypeError(f"problem.{name} must be None or callable {name}(x, args), got {type(fn).__name__}.")
-    _check_arity(problem.objective, "problem.objective")
+    for name in ("objective", "eq", "ineq"):
+        if getattr(problem, name) is not None:
+            _check_arity(getattr(problem, name), f"problem.{name}")
+    _check_bounds(problem.bounds, x0)
+
+
+def check_functions(problem: Problem, x0: Any, args: Any) -> None:
+    """Trace the problem's functions once at x0 (shapes only, no compilation) and check
+    what they return: a scalar objective, pytrees of real floating arrays from eq/ineq."""
     eqx.filter_eval_shape(
         lambda x, a: _check_output(_call(problem.objective, "problem.objective", x, a), "objective", True), x0, args
     )
     for name in ("eq", "ineq"):
         fn = getattr(problem, name)
         if fn is not None:
-            _check_arity(fn, f"problem.{name}")
             eqx.filter_eval_shape(
                 lambda x, a, fn=fn, name=f"problem.{name}": _check_output(_call(fn, name, x, a), name, False), x0, args
             )
-    _check_bounds(problem.bounds, x0)
+
+
+def check_problem(problem: Any, x0: Any, args: Any) -> None:
+    """`check_problem_data` and `check_functions`: every check of the problem."""
+    check_problem_data(problem, x0)
+    check_functions(problem, x0, args)
 
 
 def _check_arity(fn: Any, name: str) -> None:

@@ -309,22 +309,3 @@ def test_vmap_over_x0_each_member_its_own_status():
     # Finished at once, the first member keeps its starting point exactly.
     np.testing.assert_array_equal(sols.x[0], tp.x_star)
     np.testing.assert_allclose(sols.x[1], tp.x_star, atol=1e-5)
-
-
-class _OlderProtocolPenalty(jc.Penalty):
-    """A solver written to the protocol without `active`: step(problem, state, args)."""
-
-    def step(self, problem, state, args):
-        return super().step(problem, state, args)
-
-
-def test_solver_without_the_active_argument_is_still_driven():
-    """`solve` passes `active` only to solvers whose step takes it; an older subclass gets
-    the same answer, alone and under vmap."""
-    problem = jc.Problem(objective=lambda x, _: jnp.sum((x - 2.0) ** 2), ineq=lambda x, _: jnp.sum(x) - 1.0)
-    x0 = jnp.zeros((3, 2)).at[1].set(1.0)
-    solve = lambda solver: jax.jit(jax.vmap(lambda z: jc.solve(problem, z, solver)))(x0)
-    new, old = solve(jc.Penalty()), solve(_OlderProtocolPenalty())
-    assert np.all(np.asarray(old.status) == jc.Status.CONVERGED)
-    np.testing.assert_allclose(old.x, new.x, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(old.x, np.full((3, 2), 0.5), atol=1e-5)

@@ -19,6 +19,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from jconstrain import implicit
 from jconstrain.problem import FlatProblem
 
 
@@ -90,6 +91,15 @@ class AbstractSolver(eqx.Module):
     @abc.abstractmethod
     def progress(self, state: Any) -> Progress:
         """The current row of the iteration table."""
+
+    def adjoint(
+        self, problem: FlatProblem, point: implicit.SolutionPoint, status: Int[Array, ""], args: Any
+    ) -> implicit.SolutionPoint:
+        """`point` (the reported z, f and multipliers; primal values unchanged) made
+        differentiable in (args, bounds) by implicit differentiation of the method's
+        optimality conditions. By default the KKT conditions (`implicit.kkt_solution`);
+        a method whose solutions are characterised otherwise overrides this."""
+        return implicit.kkt_solution(problem, point, status, args)
 
 
 def dtype_tol(tol: Float[Array, ""] | float, dtype: Any, floor_eps: float = 100.0) -> Float[Array, ""]:

@@ -85,6 +85,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int
 
+from jconstrain import implicit
 from jconstrain.problem import FlatProblem, variables
 from jconstrain.solution import Status
 from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
@@ -432,3 +433,9 @@ class ProjectedGradient(AbstractSolver):
             step=state.step_norm,
             penalty=state.lam,
         )
+
+    def adjoint(self, problem: FlatProblem, point: implicit.SolutionPoint, status: Array, args: Any) -> implicit.SolutionPoint:
+        """Implicit differentiation of the fixed point z = P(z - ∇f(z)) (no multipliers
+        define a projection's solution): `implicit.fixed_point_solution`."""
+        project = lambda p, z: flat_projection(p, self.projection)(z)
+        return implicit.fixed_point_solution(problem, point, status, args, project)
