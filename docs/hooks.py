@@ -70,11 +70,6 @@ def reference_pages() -> dict[str, list[str]]:
     return pages
 
 
-def anchor(name: str) -> str:
-    """The HTML id of a public name's section: the name itself."""
-    return name
-
-
 def implementation_path(name: str) -> str:
     """Where griffe finds the object behind the public name `name`.
 
@@ -107,8 +102,10 @@ def _page_markdown(path: str, names: list[str]) -> str:
         impl = implementation_path(name)
         opts = ""
         if impl != name:
-            opts = f'\n    options:\n      heading: "{name}"\n      toc_label: "{name}"'
-        lines += [f'<a id="{anchor(name)}"></a>' if impl != name else "", "", f"::: {impl}{opts}", ""]
+            short = name.rpartition(".")[2]
+            opts = f'\n    options:\n      heading: "{name}"\n      toc_label: "{short}"'
+        # The section's HTML id is the public name (mkdocstrings gives aliases theirs).
+        lines += [f'<a id="{name}"></a>' if impl != name else "", "", f"::: {impl}{opts}", ""]
     return "\n".join(lines)
 
 
