@@ -1,15 +1,15 @@
 # Fresh machine: `make demo` or `make test` (each installs into .venv first).
-# The test and bench extras are installed at the versions in constraints.txt (what main
+# The test, bench and docs extras are installed at the versions in constraints.txt (what main
 # was last tested with); the library's own dependency ranges in pyproject.toml stay loose.
 # `make lock` refreshes constraints.txt from the newest releases the ranges allow.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS := test,bench
+EXTRAS := test,bench,docs
 LOCK := constraints.txt
 
-.PHONY: install demo test test-fast bench bench-batch lock clean
+.PHONY: install demo test test-fast docs bench bench-batch lock clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ test: install
 test-fast: install
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q -m "not slow" tests
 
+# The documentation site (mkdocs.yml, docs/) into site/, offline; any warning is an error.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 bench: install
 	$(PY) benchmarks/cutest.py
 
@@ -48,4 +52,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site dist

@@ -33,6 +33,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "batch"
+"""The name of the mesh axis that `batch_mesh` builds and the batch is split along."""
 
 
 def batch_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = AXIS) -> Mesh:

@@ -24,7 +24,7 @@ from jaxtyping import Array, Float, PyTree
 class Problem(eqx.Module):
     """A constrained optimisation problem over a pytree x.
 
-    Args:
+    Attributes:
         objective: `f(x, args) -> scalar`.
         eq: optional `eq(x, args) -> pytree of arrays`; every element is one
             constraint `== 0`.

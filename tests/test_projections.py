@@ -1,6 +1,7 @@
 """Projections vs independent references, optimality (KKT / variational inequality),
 idempotence, membership, batching, derivatives and edge cases."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -105,18 +106,14 @@ def test_box_and_nonnegative():
 
 def test_box_pytrees_scalars_and_none():
     x = {"a": jnp.array([-2.0, 0.5, 3.0]), "b": jnp.array([[4.0, -4.0]])}
-    out = P.box(-1.0, 1.0)(x)
-    np.testing.assert_array_equal(out["a"], [-1.0, 0.5, 1.0])
-    np.testing.assert_array_equal(out["b"], [[1.0, -1.0]])
+    tree = lambda a, b: {"a": jnp.array(a), "b": jnp.array(b)}  # noqa: E731
+    # chex compares whole pytrees: structure, shapes, dtypes and values.
+    chex.assert_trees_all_equal(P.box(-1.0, 1.0)(x), tree([-1.0, 0.5, 1.0], [[1.0, -1.0]]), strict=True)
     lower = {"a": jnp.zeros(3), "b": -jnp.ones((1, 2))}
     upper = {"a": jnp.full(3, 0.25), "b": jnp.array([[10.0, 10.0]])}
-    out = P.box(lower, upper)(x)
-    np.testing.assert_array_equal(out["a"], [0.0, 0.25, 0.25])
-    np.testing.assert_array_equal(out["b"], [[4.0, -1.0]])
+    chex.assert_trees_all_equal(P.box(lower, upper)(x), tree([0.0, 0.25, 0.25], [[4.0, -1.0]]), strict=True)
     np.testing.assert_array_equal(P.box(None, 1.0)(x["a"]), [-2.0, 0.5, 1.0])
-    out = P.box(None, upper)(x)
-    np.testing.assert_array_equal(out["a"], [-2.0, 0.25, 0.25])
-    np.testing.assert_array_equal(out["b"], [[4.0, -4.0]])
+    chex.assert_trees_all_equal(P.box(None, upper)(x), tree([-2.0, 0.25, 0.25], [[4.0, -4.0]]), strict=True)
     np.testing.assert_array_equal(P.box(-jnp.inf, jnp.inf)(x["a"]), x["a"])
     np.testing.assert_array_equal(P.nonnegative()(x)["b"], [[4.0, 0.0]])
 

@@ -5,6 +5,9 @@ bounds in every form, statuses as data, sign conventions (KKT at the solution), 
 composition with `jax.jit` and `jax.vmap`.
 """
 
+import functools
+
+import chex
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -38,11 +41,9 @@ def dict_solution():
 def test_dict_x0_with_pytree_constraints(dict_solution):
     sol = dict_solution
     check_solution(DICT_PROBLEM, sol)
-    # x has x0's structure, shapes and dtypes.
-    assert jax.tree_util.tree_structure(sol.x) == jax.tree_util.tree_structure(DICT_PROBLEM.x0)
-    for k, v in DICT_PROBLEM.x0.items():
-        assert sol.x[k].shape == v.shape and sol.x[k].dtype == v.dtype
-        np.testing.assert_allclose(sol.x[k], DICT_PROBLEM.x_star[k], atol=1e-5)
+    # x has x0's structure, shapes and dtypes, and the known answer.
+    chex.assert_trees_all_equal_shapes_and_dtypes(sol.x, DICT_PROBLEM.x0)
+    chex.assert_trees_all_close(sol.x, DICT_PROBLEM.x_star, atol=1e-5)
     # Multipliers are shaped like the constraint outputs ...
     m = sol.multipliers
     assert set(m.eq) == {"sum"} and m.eq["sum"].shape == ()
@@ -53,11 +54,10 @@ def test_dict_x0_with_pytree_constraints(dict_solution):
     np.testing.assert_allclose(m.ineq[0], np.full((2, 2), 1.5), rtol=1e-4)
     np.testing.assert_allclose(m.ineq[1], [0.4], rtol=1e-4)
     # The bound multipliers are shaped like x (no bounds: zero).
-    assert jax.tree_util.tree_structure(m.lower) == jax.tree_util.tree_structure(DICT_PROBLEM.x0)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, DICT_PROBLEM.x0)
     for side in (m.lower, m.upper):
-        for k, v in DICT_PROBLEM.x0.items():
-            assert side[k].shape == v.shape
-            np.testing.assert_array_equal(side[k], 0.0)
+        chex.assert_trees_all_equal_shapes_and_dtypes(side, DICT_PROBLEM.x0)
+        chex.assert_trees_all_equal(side, zeros)
 
 
 def test_status_and_success(dict_solution):
@@ -218,15 +218,33 @@ def test_status_nonfinite_objective_at_x0():
 # ------------------------------------------------------------------ jit
 
 
-def test_jit_matches_eager():
-    tp = HS35
-    eager = jc.solve(tp.problem, tp.x0, SOLVER)
-    jitted = jax.jit(lambda x0: jc.solve(tp.problem, x0, SOLVER))(tp.x0)
-    check_solution(tp, jitted)
-    assert int(jitted.status) == int(eager.status)
-    assert int(jitted.stats.iterations) == int(eager.stats.iterations)
-    np.testing.assert_allclose(jitted.x, eager.x, rtol=1e-9)
-    np.testing.assert_allclose(jitted.f, eager.f, rtol=1e-12)
+@functools.cache
+def _eager_hs35():
+    return jc.solve(HS35.problem, HS35.x0, SOLVER)
+
+
+class TestJitAndEager(chex.TestCase):
+    """The same test run jitted and eager (`chex.variants`): each solves HS35, and the
+    whole Solution (x, f, status, multipliers, stats, solver state) matches the eager one."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_hs35(self):
+        sol = self.variant(lambda x0: jc.solve(HS35.problem, x0, SOLVER))(HS35.x0)
+        check_solution(HS35, sol)
+        chex.assert_trees_all_close(sol, _eager_hs35(), rtol=1e-9, atol=1e-12)
+
+
+def test_jit_of_solve_traces_once_across_args_and_hyperparameters():
+    """Changing args or a float hyperparameter of the solver reuses the compiled solve:
+    both are data (dynamic pytree leaves), not part of the trace."""
+    problem = disc_projection_problem()
+    chex.clear_trace_counter()
+    run = jax.jit(chex.assert_max_traces(lambda solver, c: jc.solve(problem, jnp.zeros(2), solver, c), n=1))
+    for opt_tol, c in ((1e-6, [2.0, 0.0]), (1e-8, [0.0, 3.0]), (1e-7, [0.3, 0.4])):
+        sol = run(jc.Penalty(opt_tol=opt_tol), jnp.array(c))
+        assert sol.success
+        c = np.asarray(c)
+        np.testing.assert_allclose(sol.x, c / max(1.0, np.linalg.norm(c)), atol=1e-5)
 
 
 def test_filter_jit_of_solve_itself():

@@ -52,8 +52,14 @@ def solve(
     the answer exact to rounding error when the active set is identified.
 
     Args:
-        Q, c, A_eq, b_eq, A_ineq, b_ineq, lower, upper: the data; a constraint set may
-            be None or have 0 rows. All arrays are cast to their promoted float dtype.
+        Q: the `(n, n)` quadratic term. All arrays are cast to their promoted float dtype.
+        c: the `(n,)` linear term.
+        A_eq: `(m_eq, n)` equality rows; None (with b_eq) or 0 rows for none.
+        b_eq: `(m_eq,)` equality right-hand sides.
+        A_ineq: `(m_ineq, n)` inequality rows; None (with b_ineq) or 0 rows for none.
+        b_ineq: `(m_ineq,)` inequality right-hand sides.
+        lower: `(n,)` lower bounds (-inf allowed); None for none.
+        upper: `(n,)` upper bounds (+inf allowed); None for none.
         max_iter: the most interior-point steps: an int, or an integer scalar array
             (traced is fine: the cap is a `lax.while_loop` bound, not a static value).
         tol: relative KKT tolerance (each residual against the largest term it is made
