@@ -75,9 +75,10 @@ def solve(
     empty_box = jnp.any(flat.lower > flat.upper)
     status = jnp.where(bad_start, Status.NONFINITE, jnp.where(empty_box, Status.INFEASIBLE, status))
     done = done | bad_start | empty_box
+    k0 = jnp.asarray(0, jnp.int32)
     if verbose:
         printer.header(name, solver.penalty_label)
-        _print_row(solver, state, jnp.asarray(0))
+        k0 = _print_row(solver, state, k0)  # the counter passes through the printer
 
     def cond(carry):
         k, _, done, _ = carry
@@ -95,16 +96,17 @@ def solve(
         else:
             state = solver.step(flat, state, args)
         done, status = solver.terminate(flat, state, args)
+        k = k + 1
         if verbose:  # under vmap the body also runs for finished members: they stay quiet
-            _print_row(solver, state, k + 1, active=~done_before)
-        return k + 1, state, done, status
+            k = _print_row(solver, state, k, active=~done_before)
+        return k, state, done, status
 
-    carry = (jnp.asarray(0, jnp.int32), state, done, jnp.asarray(status, jnp.int32))
+    carry = (k0, state, done, jnp.asarray(status, jnp.int32))
     k, state, done, status = jax.lax.while_loop(cond, body, carry)
     status = jnp.where(done, status, Status.MAX_STEPS).astype(jnp.int32)
     report = solver.report(flat, state, args)
     if verbose:
-        printer.summary(status, k, report.f, report.violation)
+        status = printer.summary(status, k, report.f, report.violation)
     report = _differentiable(solver, differentiable_flat, report, status, differentiable_args)
     return _solution(flat, report, status, k, state)
 
@@ -122,9 +124,10 @@ def _differentiable(solver: AbstractSolver, flat: FlatProblem, report: Report, s
     return eqx.tree_at(lambda r: [getattr(r, name) for name in fields], report, [getattr(point, name) for name in fields])
 
 
-def _print_row(solver: AbstractSolver, state: Any, k: jax.Array, active: Any = True) -> None:
+def _print_row(solver: AbstractSolver, state: Any, k: jax.Array, active: Any = True) -> jax.Array:
+    """Print the row of iteration k; returns k (passed through the printer's callback)."""
     p = solver.progress(state)
-    printer.row(k, p.f, p.violation, p.stationarity, p.step, p.penalty, active=active)
+    return printer.row(k, p.f, p.violation, p.stationarity, p.step, p.penalty, active=active)
 
 
 def _solution(flat: FlatProblem, report: Report, status: jax.Array, k: jax.Array, state: Any) -> Solution:
