@@ -592,10 +592,7 @@ class SQP(AbstractSolver):
         measure = jnp.max(jnp.abs(combination), initial=0.0) / scale
         # Fall back to the single-sample measure (no multipliers) when the QP fails.
         single = jnp.max(jnp.abs(model.g), initial=0.0) / scale
-        # Any feasible (w, λ) bounds the measure from above, so an interior-point run that
-        # ended early (MAX_ITER, or NONFINITE: its last finite iterate, seen in float32
-        # once μ is small) still gives a valid measure; only a ray (DUAL_INFEASIBLE) does not.
-        usable = (sol.status != qp.QPStatus.DUAL_INFEASIBLE) & jnp.all(jnp.isfinite(sol.x))
+        usable = (sol.status == qp.QPStatus.SOLVED) | (sol.status == qp.QPStatus.MAX_ITER)
         ok = usable & (total > 0) & jnp.isfinite(measure)
         measure = jnp.where(ok, jnp.minimum(measure, single), single)
         measure = jnp.where(mu > 0, measure, jnp.inf)
@@ -799,6 +796,10 @@ class SQP(AbstractSolver):
         tiny_step = step_norm <= self.step_tol * jnp.maximum(1.0, jnp.max(jnp.abs(model.z), initial=0.0))
         # Failed searches and negligible steps both count towards STALLED.
         search_failures = jnp.where(good & ~tiny_step, 0, state.search_failures + 1)
+        # ... or towards NONFINITE when NaN/Inf is in the way: at the accepted point, or,
+        # when no real step was made, already at the unit step (backtracking from it
+        # found no finite decrease).
+        nan_in_way = hit_nonfinite | ((~good | tiny_step) & (decrease < 0) & ~jnp.isfinite(unit[0]))
         # Gradient samples: a ring buffer of recent iterates.
         L = state.samples_valid.shape[0]
         slot = (state.iteration + 1) % L
@@ -837,7 +838,7 @@ class SQP(AbstractSolver):
             search_failures=search_failures,
             infeasible_count=jnp.where(stuck_infeasible, state.infeasible_count + 1, 0),
             escapes=state.escapes,
-            nonfinite=hit_nonfinite & (search_failures >= self.max_search_failures),
+            nonfinite=nan_in_way & (search_failures >= self.max_search_failures),
             unbounded=feasible & (f_unscaled < self.unbounded_below),
             stalled=search_failures >= self.max_search_failures,
         )
