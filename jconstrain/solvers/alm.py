@@ -153,7 +153,9 @@ class AugmentedLagrangian(AbstractSolver):
     Attributes:
         opt_tol: KKT stationarity tolerance, relative to max(1, ||∇f||_∞).
         viol_tol: tolerance on the violation V (feasibility and complementarity).
-        rho0: initial penalty ρ (>= 0; 0 starts from the plain Lagrangian).
+        rho0: initial penalty ρ (>= 0; 0 starts from the plain Lagrangian): ρ weights
+            the constraints and only grows (`jc.SQP`'s `mu0` instead weights f and
+            only shrinks).
         rho_growth: factor raising ρ when V did not fall enough.
         rho_decrease: V must fall below this fraction of the previous V to keep ρ.
         rho_min: the smallest value a raise gives ρ (so that ρ0 = 0 can grow).
@@ -161,7 +163,9 @@ class AugmentedLagrangian(AbstractSolver):
         inner_tol0: the first inner tolerance ω_0 (relative, like opt_tol).
         multiplier_max: safeguard: the subproblem uses multipliers clipped to this size.
         unbounded_below: f below this at a feasible point reports UNBOUNDED.
-        max_steps: outer iterations (multiplier updates).
+        max_steps: outer iterations (multiplier updates), each a whole inner
+            minimisation of up to `inner_max_steps` optimiser steps: one ALM iteration
+            costs many `jc.SQP` iterations.
         inner_max_steps: iterations of each inner minimisation.
         optimizer: the optax optimiser of the inner minimisation (default L-BFGS).
     """

@@ -184,8 +184,12 @@ class Penalty(AbstractSolver):
     Attributes:
         opt_tol: stationarity tolerance (relative to max(1, ||∇f||_∞)).
         viol_tol: feasibility tolerance on the max violation.
-        rho0, rho_growth, rho_max: initial penalty, growth factor, cap.
-        max_steps: outer iterations (penalty updates).
+        rho0, rho_growth, rho_max: initial penalty ρ > 0 (it weights the constraints
+            and only grows; `jc.SQP`'s `mu0` weights f and shrinks), growth factor > 1,
+            cap >= rho0.
+        max_steps: outer iterations (penalty updates), each a whole inner minimisation
+            of up to `inner_max_steps` optimiser steps: one costs many `jc.SQP`
+            iterations.
         inner_max_steps: iterations of each inner minimisation.
         optimizer: the optax optimiser of the inner minimisation (default L-BFGS).
         unbounded_below: f below this on a feasible point reports UNBOUNDED.

@@ -260,7 +260,10 @@ class SQP(AbstractSolver):
     Attributes:
         opt_tol: stationarity tolerance (relative, see the module docstring).
         viol_tol: feasibility tolerance on the max violation.
-        mu0: initial penalty parameter μ (weight of f in the merit function).
+        mu0: initial μ > 0, the weight of f in the merit φ = μ f + v: μ multiplies the
+            objective, not the constraints, and only ever decreases (smaller μ favours
+            feasibility). It plays the inverse role of `rho0` in `jc.AugmentedLagrangian`
+            and `jc.Penalty`, whose ρ weights the constraints and grows.
         c_viol, c_mu: steering's required fraction of the feasibility reduction, and
             its μ shrink factor.
         steering_steps: most μ reductions per iteration.
@@ -281,7 +284,9 @@ class SQP(AbstractSolver):
         max_escapes: before INFEASIBLE is reported, up to this many random restarts near
             the stuck point (radius 1e-2, 2e-2, ... times max(1, ||x||_∞)): a first-order
             stationary point of the violation may be a saddle (e.g. where ∇c = 0).
-        max_steps: iteration cap.
+        max_steps: cap on SQP iterations, each one QP-steered step with a line search
+            (cheap: a few evaluations). ALM/Penalty count outer iterations instead, each
+            a whole inner minimisation, so their defaults are much smaller.
         memory: None for the dense n x n BFGS matrix; an int m for limited-memory BFGS
             with the last m pairs (two-loop recursion, O(m n) memory), for large n.
     """
