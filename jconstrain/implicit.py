@@ -48,8 +48,12 @@ singular exactly when the derivative of the solution is not determined by the
 active-set conditions: LICQ fails (dependent active constraints, e.g. more active
 constraints than variables or a constraint stated twice) or the second-order
 condition fails (H singular on the null space of the active constraints: a non-unique
-solution). If K is numerically singular (smallest singular value <= 10 N eps times the
-largest) at a CONVERGED solution, differentiating raises a runtime error through
+solution). K's zero singular values (<= 10 N eps times the largest) are dropped (a least-norm,
+least-squares solve): when its null space lies in the multiplier coordinates only
+(dependent active constraints, e.g. one stated twice with multipliers [0.5, 0.5]), dz
+is still determined and the multiplier tangents are the least-norm ones. If the null
+space reaches z (the solution is not locally unique) at a CONVERGED solution,
+differentiating raises a runtime error through
 `equinox.error_if` (under `jit` too; under `vmap` one singular member raises for the
 batch). At a point the solver did not certify (status other than CONVERGED) a singular
 K gives NaN tangents instead of an error, so that one failed member of a batch does not
@@ -207,15 +211,25 @@ def _parameters(problem: FlatProblem, args: Any, t_problem: Any, t_args: Any):
     return theta, t_theta, rebuild
 
 
-def _solve_linear(K: Array, rhs: Array, status: Int[Array, ""]) -> Array:
-    """K⁻¹ rhs through the SVD of K; a numerically singular K raises (CONVERGED) or
-    gives NaN (any other status). Linear in rhs, so JAX can transpose it."""
+def _solve_linear(K: Array, rhs: Array, status: Int[Array, ""], n_z: int) -> Array:
+    """K⁺ rhs, the least-norm least-squares solution, through the SVD K = U S Vᵀ.
+
+    Singular values <= 10 N eps s_max count as zero. Where K's null space (those rows
+    of Vᵀ) lies in the multiplier coordinates only, the derivative of z is still
+    determined: dependent active constraints (e.g. one stated twice) leave the
+    multipliers' split open, and K⁺ takes the least-norm multiplier tangents. Where the
+    null space reaches the first `n_z` (z) coordinates the solution is not locally
+    unique: raise (CONVERGED) or NaN (any other status). Linear in rhs, so JAX can
+    transpose it."""
     n = K.shape[0]
     u, s, vt = jnp.linalg.svd(K)
     eps = jnp.finfo(K.dtype).eps
-    singular = ~jnp.all(jnp.isfinite(s)) | (s[-1] <= 10 * n * eps * s[0])
+    finite = jnp.all(jnp.isfinite(s)) & jnp.all(jnp.isfinite(vt))
+    zero = s <= 10 * n * eps * s[0]
+    reach = jnp.max(jnp.where(zero[:, None], jnp.abs(vt[:, :n_z]), 0.0), initial=0.0)
+    singular = ~finite | (reach > jnp.sqrt(eps))
     s = eqx.error_if(s, singular & (status == Status.CONVERGED), _SINGULAR_MESSAGE)
-    inv_s = jnp.where(singular, jnp.nan, 1 / s)
+    inv_s = jnp.where(singular, jnp.nan, jnp.where(zero, 0.0, 1 / jnp.where(zero, 1.0, s)))
     return vt.T @ (inv_s * (u.T @ rhs))
 
 
@@ -269,7 +283,7 @@ def _kkt_jvp(primals, tangents):
     # The right-hand side: the conditions' derivative along dθ at fixed (z, y, ν).
     _, (d_grad_l, d_f, d_c_eq, d_c_b) = jax.jvp(lambda th: conditions(z, th), (theta,), (t_theta,))
     rhs = -jnp.concatenate([d_grad_l, d_c_eq, D * d_c_b])
-    dx = _solve_linear(K, rhs.astype(dtype), status)
+    dx = _solve_linear(K, rhs.astype(dtype), status, n)
     dz, dy_eq, dnu = dx[:n], dx[n : n + me], dx[n + me :]
     dy_ineq = dnu[: problem.m_ineq]
     if problem.has_bounds:
@@ -322,7 +336,7 @@ def _fixed_point_jvp(primals, tangents, *, project):
     H = jax.jacfwd(lambda z: gradient(z, theta)[1])(z)
     _, (d_res, (d_g, d_f)) = jax.jvp(lambda th: residual(z, th), (theta,), (t_theta,))
     g = gradient(z, theta)[1]
-    dz = _solve_linear(K, -d_res, status)
+    dz = _solve_linear(K, -d_res, status, problem.n)  # all of K is z: any null space raises
     d_grad = H @ dz + d_g  # the total tangent of ∇f(z*(θ); θ)
     zero = jnp.zeros_like(z)
     t_point = SolutionPoint(

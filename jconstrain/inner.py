@@ -67,9 +67,10 @@ def _finite(value: Array, grad: Array, z: Array) -> Array:
     return jnp.isfinite(value) & jnp.all(jnp.isfinite(grad)) & jnp.all(jnp.isfinite(z))
 
 
-def _backtrack_to_finite(fn, z, value, updates, max_backtracks, enabled):
-    """The first z + 2^-j u (j = 1, ..., max_backtracks) with finite value and gradient
-    and fn <= value; returns (found, z_j, fn(z_j), ∇fn(z_j), evaluations)."""
+def _backtrack_to_finite(fn, z, value, updates, max_backtracks, enabled, any_value=False):
+    """The first z + 2^-j u (j = 1, ..., max_backtracks) other than z with finite value and
+    gradient and fn <= value (any finite value where `any_value`); returns
+    (found, z_j, fn(z_j), ∇fn(z_j), evaluations)."""
     value_and_grad = jax.value_and_grad(fn)
 
     def cond(carry):
@@ -80,7 +81,7 @@ def _backtrack_to_finite(fn, z, value, updates, max_backtracks, enabled):
         j, _, z_b, v_b, g_b = carry
         z_try = z + jnp.asarray(0.5, z.dtype) ** (j + 1) * updates
         v_try, g_try = value_and_grad(z_try)
-        ok = _finite(v_try, g_try, z_try) & (v_try <= value)
+        ok = _finite(v_try, g_try, z_try) & ((v_try <= value) | any_value) & jnp.any(z_try != z)
         keep = lambda new, old: jnp.where(ok, new, old)
         return j + 1, ok, keep(z_try, z_b), keep(v_try, v_b), keep(g_try, g_b)
 
@@ -134,14 +135,21 @@ def minimise(
         tries = jnp.asarray(0, jnp.int32)
         if max_backtracks > 0:
             # A non-finite end point: backtrack along the update, restart the optimiser there.
+            # No step at all from a non-stationary point (the optimiser's own line search
+            # gave up, e.g. on NaN at every trial): probe along -∇ (length max(1, ||z||_∞))
+            # for any finite point; none there either means no finite way on.
+            stuck = ~nonfinite & jnp.all(z_new == z) & ~small(grad)
+            inf_norm = lambda v: jnp.max(jnp.abs(v), initial=0.0)
+            probe = -grad * jnp.maximum(1.0, inf_norm(z)) / jnp.maximum(inf_norm(grad), jnp.finfo(z.dtype).tiny)
+            direction = jnp.where(stuck, probe, jnp.where(jnp.isfinite(updates), updates, 0.0))
             found, z_b, v_b, g_b, tries = _backtrack_to_finite(
-                fn, z, value, jnp.where(jnp.isfinite(updates), updates, 0.0), max_backtracks, nonfinite
+                fn, z, value, direction, max_backtracks, nonfinite | stuck, any_value=stuck
             )
             rescued = nonfinite & found
             pick = lambda a, b: jnp.where(rescued, a, b)
             z_new, value_new, grad_new = pick(z_b, z_new), pick(v_b, value_new), pick(g_b, grad_new)
             new_state = jax.tree_util.tree_map(pick, optimizer.init(z_b), new_state)
-            nonfinite = nonfinite & ~found
+            nonfinite = (nonfinite | stuck) & ~found
         bad = nonfinite
         moved = jnp.any(z_new != z)
         keep = lambda new, old: jnp.where(bad, old, new)

@@ -42,6 +42,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int
 
+from jconstrain.checks import check_count, check_range
+
 
 class NewtonState(eqx.Module):
     """f and ∇f at the current point (inf/0 before the first update) and the number of
@@ -183,12 +185,10 @@ def newton(
     `update` needs the extra arguments `value`, `grad` and `value_fn` (as `optax.lbfgs`):
     `updates, state = opt.update(grad, state, params, value=f, grad=grad, value_fn=f_fn)`.
     """
-    if not 0.0 < c1 < 1.0:
-        raise ValueError(f"newton: c1 must lie in (0, 1), got {c1}")
-    if not max_step > 0:
-        raise ValueError(f"newton: max_step must be > 0, got {max_step}")
-    if max_backtracks < 0:
-        raise ValueError(f"newton: max_backtracks must be >= 0, got {max_backtracks}")
+    check_range("newton: c1", c1, 0.0, 1.0, lo_open=True, hi_open=True)
+    check_range("newton: max_step", max_step, 0.0, lo_open=True)
+    check_count("newton: max_backtracks", max_backtracks, 0)
+    check_count("newton: max_dim", max_dim, 1)
 
     def init(params) -> NewtonState:
         flat, _ = ravel_pytree(params)

@@ -27,6 +27,7 @@ their derivatives are finite everywhere, so `jax.grad` through them is safe (e.g
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -116,11 +117,18 @@ def _leafwise(fn: Callable, x: PyTree, *params: Any) -> PyTree:
     return jax.tree.map(one, x, *[params[i] for i in tree_idx])
 
 
-def _sq_norm(x: PyTree) -> Array:
+def _norm(x: PyTree) -> Array:
+    """||x||_2 over all leaves, as m ||x / m||_2 with m = max|x_i| (held constant for
+    derivatives): no overflow for |x| near the dtype's largest value (1e200 in float64)
+    nor underflow for tiny x; 0 at x = 0, with a finite derivative there."""
     leaves = jax.tree.leaves(x)
     if not leaves:
         return jnp.zeros(())
-    return sum(jnp.sum(jnp.square(leaf)) for leaf in leaves)
+    m = jax.lax.stop_gradient(
+        functools.reduce(jnp.maximum, [jnp.max(jnp.abs(leaf), initial=0.0) for leaf in leaves])
+    )
+    m_safe = jnp.where(m > 0, m, 1.0)
+    return m_safe * _safe_sqrt(sum(jnp.sum(jnp.square(leaf / m_safe)) for leaf in leaves))
 
 
 def _safe_sqrt(sq: Array) -> Array:
@@ -211,8 +219,13 @@ def _project_simplex_last_axis(x: Array, scale: Array) -> Array:
     Held, Wolfe & Crowder (1974); Duchi et al. (2008): with u = x sorted in
     decreasing order and rho the largest k such that u_k > (sum_{i<=k} u_i - scale)/k,
     theta = (sum_{i<=rho} u_i - scale)/rho and P(x) = max(x - theta, 0).
+
+    P(x) = P(x - c) for a constant c, so x is first shifted by its maximum (held
+    constant for derivatives): then u_1 = 0 and the sums no longer lose `scale` to
+    rounding when max|x| / scale reaches 1/eps (P([1e16, 0]) = [1, 0], not [0, 0]).
     """
     n = x.shape[-1]
+    x = x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
     u = -jnp.sort(-x, axis=-1)
     css = jnp.cumsum(u, axis=-1) - scale[..., None]
     k = jnp.arange(1, n + 1, dtype=x.dtype)
@@ -279,7 +292,7 @@ def l2_ball(radius: ArrayLike = 1.0) -> Projection:
     _check_nonnegative(radius, "radius", "l2_ball")
 
     def project(x: PyTree) -> PyTree:
-        norm = _safe_sqrt(_sq_norm(x))
+        norm = _norm(x)
         outside = norm > radius
         factor = jnp.where(outside, radius / jnp.where(outside, norm, 1.0), 1.0)
         return _scale_leaves(x, factor)
@@ -303,9 +316,9 @@ def sphere(radius: ArrayLike = 1.0) -> Projection:
         leaves = jax.tree.leaves(x)
         if not leaves or all(leaf.size == 0 for leaf in leaves):
             raise ValueError("projections.sphere: `x` must have at least one entry.")
-        sq = _sq_norm(x)
-        nonzero = sq > 0
-        factor = jnp.where(nonzero, radius / jnp.sqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
+        norm = _norm(x)
+        nonzero = norm > 0
+        factor = jnp.where(nonzero, radius / jnp.where(nonzero, norm, 1.0), 0.0)
         scaled = _scale_leaves(x, factor)
         first = next(i for i, leaf in enumerate(leaves) if leaf.size > 0)
         treedef = jax.tree.structure(x)

@@ -11,7 +11,9 @@ import enum
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 
@@ -108,3 +110,36 @@ class Solution(eqx.Module):
     def success(self) -> Bool[Array, ""]:
         """`status == Status.CONVERGED`, as a bool array (batched under vmap)."""
         return jnp.asarray(self.status) == Status.CONVERGED
+
+    @property
+    def status_name(self) -> str | list[str]:
+        """The status by name, e.g. "CONVERGED"; a list of names for a batch (a
+        `jax.vmap`-ed Solution). Needs a concrete status (not inside jit)."""
+        codes = np.asarray(self.status)
+        if codes.ndim == 0:
+            return status_name(int(codes))
+        return [status_name(int(c)) for c in codes.reshape(-1)]
+
+    def summary(self) -> str:
+        """One line: `CONVERGED: f = 1.7014e+01, violation 1.8e-11, stationarity 3.1e-09,
+        9 iterations`; for a batch a count of the statuses, `64 solves: 62 CONVERGED,
+        2 MAX_STEPS`. Needs concrete values (not inside jit)."""
+        if np.ndim(self.status) > 0:
+            names = self.status_name
+            order = [s.name for s in Status] + sorted(set(names) - set(Status.__members__))
+            counts = ", ".join(f"{names.count(n)} {n}" for n in order if n in names)
+            return f"{len(names)} solve{'s' if len(names) != 1 else ''}: {counts}"
+        return (
+            f"{self.status_name}: f = {float(self.f):.8e}, violation {float(self.stats.violation):.1e}, "
+            f"stationarity {float(self.stats.stationarity):.1e}, {int(self.stats.iterations)} iterations"
+        )
+
+    def __str__(self) -> str:
+        return f"Solution({self.summary()})" if _is_concrete(self.status) else super().__repr__()
+
+    def __repr__(self) -> str:
+        return self.__str__()
+
+
+def _is_concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer) and isinstance(x, (jax.Array, np.ndarray, np.generic, int))

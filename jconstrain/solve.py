@@ -107,7 +107,7 @@ def _solve(
     state, k, status = _run(solver, flat, z0, args, warm_start, steps, verbose)
     report = solver.report(flat, state, args)
     if verbose:
-        printer.summary(status, k, report.f, report.violation)
+        status = printer.summary(status, k, report.f, report.violation)  # passed through
     point = implicit.SolutionPoint(report.z, report.f, report.y_eq, report.y_ineq, report.z_lower, report.z_upper)
     point = solver.adjoint(differentiable_flat, point, status, differentiable_args)
     return _solution(flat, report, point, status, k, state)
@@ -124,9 +124,10 @@ def _run(
     empty_box = jnp.any(flat.lower > flat.upper)
     status = jnp.where(bad_start, Status.NONFINITE, jnp.where(empty_box, Status.INFEASIBLE, status))
     done = done | bad_start | empty_box
+    k0 = jnp.asarray(0, jnp.int32)
     if verbose:
         printer.header(type(solver).__name__, solver.penalty_label)
-        _print_row(solver, state, jnp.asarray(0))
+        k0 = _print_row(solver, state, k0)  # the counter passes through the printer
 
     def cond(carry):
         k, _, done, _ = carry
@@ -138,18 +139,20 @@ def _run(
         k, state, done_before, _ = carry
         state = solver.step(flat, state, args, active=~done_before)
         done, status = solver.terminate(flat, state, args)
+        k = k + 1
         if verbose:  # under vmap the body also runs for finished members: they stay quiet
-            _print_row(solver, state, k + 1, active=~done_before)
-        return k + 1, state, done, status
+            k = _print_row(solver, state, k, active=~done_before)
+        return k, state, done, status
 
-    carry = (jnp.asarray(0, jnp.int32), state, done, jnp.asarray(status, jnp.int32))
+    carry = (k0, state, done, jnp.asarray(status, jnp.int32))
     k, state, done, status = jax.lax.while_loop(cond, body, carry)
     return state, k, jnp.where(done, status, Status.MAX_STEPS).astype(jnp.int32)
 
 
-def _print_row(solver: AbstractSolver, state: Any, k: jax.Array, active: Any = True) -> None:
+def _print_row(solver: AbstractSolver, state: Any, k: jax.Array, active: Any = True) -> jax.Array:
+    """Print the row of iteration k; returns k (passed through the printer's callback)."""
     p = solver.progress(state)
-    printer.row(k, p.f, p.violation, p.stationarity, p.step, p.penalty, active=active)
+    return printer.row(k, p.f, p.violation, p.stationarity, p.step, p.penalty, active=active)
 
 
 def _solution(

@@ -64,6 +64,7 @@ import optax
 from jaxtyping import Array, Float, Int, PyTree
 
 from jconstrain import formulations
+from jconstrain.checks import check_range
 
 __all__ = [
     "ConstrainedOptimizer",
@@ -230,7 +231,7 @@ class ConstrainedOptimizer(eqx.Module):
 
     def objective(self, loss: Array, constraints: Constraints, state: ConstrainedState) -> Array:
         """The primal objective P(θ) of the formulation (multipliers held constant)."""
-        _check_constraints(constraints, state)
+        constraints = _conform(constraints, state)
         dtype = jnp.result_type(loss)
         c_eq, c_ineq = _ravel(constraints.eq, dtype), _ravel(constraints.ineq, dtype)
         lam = jax.lax.stop_gradient(_ravel(state.lam, dtype))
@@ -261,7 +262,7 @@ class ConstrainedOptimizer(eqx.Module):
 
     def dual_update(self, constraints: Constraints, state: ConstrainedState) -> ConstrainedState:
         """One νPI step of the multipliers (none for "quadratic_penalty"); count += 1."""
-        _check_constraints(constraints, state)
+        constraints = _conform(constraints, state)
         count = state.count + 1
         if self.formulation == "quadratic_penalty":
             return eqx.tree_at(lambda s: s.count, state, count)
@@ -294,7 +295,7 @@ class ConstrainedOptimizer(eqx.Module):
         return ConstrainedState(primal=state.primal, lam=lam, nu=nu, xi_eq=xi_eq, xi_ineq=xi_ineq, count=count)
 
     def _dual_lr(self, count: Array, dtype: Any) -> Array:
-        if self.dual_lr is None:  # augmented Lagrangian: the method of multipliers' step ρ
+        if self.dual_lr is None:  # η = ρ (augmented Lagrangian: the method of multipliers)
             return _value(self.rho, count, dtype)
         return _value(self.dual_lr, count, dtype)
 
@@ -302,7 +303,8 @@ class ConstrainedOptimizer(eqx.Module):
         self, grads: PyTree, state: ConstrainedState, params: PyTree, constraints: Constraints
     ) -> tuple[PyTree, ConstrainedState]:
         """Optax-style: primal updates from `grads` (= ∇_θ P, see `objective`) and the dual
-        step from `constraints` (measured at `params`). Apply with `eqx.apply_updates`."""
+        step from `constraints` (measured at `params`). Apply with `optax.apply_updates`
+        (or `eqx.apply_updates` where params is an equinox Module with non-array leaves)."""
         diff = eqx.filter(params, eqx.is_inexact_array)
         updates, primal_state = self.primal.update(grads, state.primal, diff)
         state = self.dual_update(constraints, state)
@@ -353,14 +355,28 @@ class ConstrainedOptimizer(eqx.Module):
         return params, new_state, info
 
 
-def _check_constraints(constraints: Constraints, state: ConstrainedState) -> None:
-    """Raise a clear error unless the constraint values match the state's multipliers."""
-    _check_like(constraints.eq, state.lam, "eq")
-    _check_like(constraints.ineq, state.nu, "ineq")
-    if constraints.eq_true is not None:
-        _check_like(constraints.eq_true, state.lam, "eq_true")
-    if constraints.ineq_true is not None:
-        _check_like(constraints.ineq_true, state.nu, "ineq_true")
+def _conform(constraints: Constraints, state: ConstrainedState) -> Constraints:
+    """The constraint values shaped like the state's multipliers (a scalar constraint
+    counted by `num_eq=1` / `num_ineq=1` becomes shape (1,)); raise a clear error where
+    they do not match."""
+    fields = {"eq": state.lam, "ineq": state.nu, "eq_true": state.lam, "ineq_true": state.nu}
+    values = {}
+    for name, like in fields.items():
+        value = getattr(constraints, name)
+        if value is not None and like is not None:
+            value = _scalars_as_vectors(value, like)
+        if value is not None or name in ("eq", "ineq"):
+            _check_like(value, like, name)
+        values[name] = value
+    return Constraints(**values)
+
+
+def _scalars_as_vectors(values: PyTree, like: PyTree) -> PyTree:
+    """Each scalar leaf of `values` reshaped to (1,) where its multiplier has shape (1,)."""
+    if jax.tree_util.tree_structure(values) != jax.tree_util.tree_structure(like):
+        return values
+    fix = lambda v, m: jnp.reshape(v, (1,)) if jnp.shape(v) == () and jnp.shape(m) == (1,) else v
+    return jax.tree_util.tree_map(fix, values, like)
 
 
 def _true_values(constraints: Constraints) -> tuple[PyTree | None, PyTree | None]:
@@ -397,8 +413,10 @@ def constrained(
         formulation: "lagrangian", "augmented_lagrangian" or "quadratic_penalty".
         rho: the penalty ρ > 0 of the augmented-Lagrangian and quadratic-penalty
             formulations (a float or an optax schedule of the step count).
-        dual_lr: the dual step size η (float or schedule). Required for "lagrangian";
-            for "augmented_lagrangian" it defaults to ρ (the method of multipliers).
+        dual_lr: the dual step size η > 0 (float or schedule); None (the default) takes
+            η = ρ: for "augmented_lagrangian" the method of multipliers, for
+            "lagrangian" gradient ascent with step ρ (1.0 by default, in the
+            constraints' units: pass a smaller one for noisy minibatch constraints).
         pi_gains: (κ_p, κ_i), the proportional and integral gains of νPI; (0, 1) is
             projected gradient ascent, κ_p > 0 damps oscillations.
         pi_ema: κ_ν in [0, 1), the EMA coefficient of νPI's smoothed error.
@@ -407,14 +425,14 @@ def constrained(
         raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}.")
     if not (hasattr(primal, "init") and hasattr(primal, "update")):
         raise TypeError(f"primal must be an optax GradientTransformation, got {type(primal).__name__}.")
-    if formulation == "lagrangian" and dual_lr is None:
-        raise ValueError('the "lagrangian" formulation needs dual_lr (the multipliers\' step size).')
-    if not callable(rho) and isinstance(rho, (int, float)) and rho <= 0 and formulation != "lagrangian":
-        raise ValueError(f"rho must be > 0 for the {formulation!r} formulation, got {rho}.")
+    # Schedules (callables) and traced values are not judged; concrete numbers are.
+    check_range("rho", rho, 0.0, lo_open=True)
+    check_range("dual_lr", dual_lr, 0.0, lo_open=True)
     if len(tuple(pi_gains)) != 2:
         raise ValueError(f"pi_gains must be a pair (kp, ki), got {pi_gains!r}.")
-    if isinstance(pi_ema, (int, float)) and not 0.0 <= pi_ema < 1.0:
-        raise ValueError(f"pi_ema must be in [0, 1), got {pi_ema}.")
+    check_range("pi_gains[0] (kp)", pi_gains[0], 0.0)
+    check_range("pi_gains[1] (ki)", pi_gains[1], 0.0)
+    check_range("pi_ema", pi_ema, 0.0, 1.0, hi_open=True)
     return ConstrainedOptimizer(
         primal=primal,
         formulation=formulation,

@@ -7,8 +7,10 @@ concrete; under `jit`/`vmap` the solve reports NONFINITE / INFEASIBLE instead.
 The problem's functions are traced once at x0: a function that cannot be called as
 fn(x, args), or that raises while traced there (a shape mismatch, a Python `if` on a
 traced value, indexing x the wrong way), raises a TypeError naming it, with the
-original exception chained as its cause. The solver's hyperparameters are checked
-against the kinds of their defaults (`check_solver_fields`).
+original exception chained as its cause (saying so when args is None: a forgotten
+`args=`). The solver's hyperparameters are checked against the kinds of their defaults
+here (`check_solver_fields`); their ranges are checked by each solver's own
+`__check_init__` when it is built (`jconstrain.checks`).
 """
 
 from __future__ import annotations
@@ -145,7 +147,10 @@ def _call(fn: Any, name: str, x: Any, args: Any) -> Any:
     try:
         return fn(x, args)
     except Exception as error:
-        raise TypeError(f"{name} raised {type(error).__name__} when called as {name}(x0, args): {error}") from error
+        hint = " (args is None: did you forget jc.solve(..., args=...)?)" if args is None else ""
+        raise TypeError(
+            f"{name} raised {type(error).__name__} when called as {name}(x0, args){hint}: {error}"
+        ) from error
 
 
 def _check_bounds(bounds: Any, x0: Any) -> None:
@@ -196,16 +201,12 @@ def check_options(solver: Any, max_steps: Any, verbose: Any) -> None:
     check_solver_fields(solver)
 
 
-# Integer settings that must be at least 1 (a count of things that must exist).
-_AT_LEAST_ONE = {"memory", "ngrad", "max_backtracks"}
-
-
 def check_solver_fields(solver: AbstractSolver) -> None:
     """Raise TypeError/ValueError naming the field unless every hyperparameter has the
     kind of its default: a real scalar for float fields (a Python number or a 0-d real
-    array, traced ones included, so that sweeps can vmap over them; not NaN, and >= 0
-    for tolerances `*_tol`), an int >= 0 (>= 1 for counts such as `memory`) for integer
-    fields, a bool for flags, an optax transformation for `optimizer`."""
+    array, traced ones included, so that sweeps can vmap over them; not NaN), an int for
+    integer fields, a bool for flags, an optax transformation for `optimizer`. Ranges
+    (tolerances >= 0, 0 < c1 < c2 < 1, ...) are each solver's own `__check_init__`."""
     label = type(solver).__name__
     for field in dataclasses.fields(solver):
         if field.default is dataclasses.MISSING or field.name == "projection":
@@ -220,22 +221,19 @@ def check_solver_fields(solver: AbstractSolver) -> None:
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{where} must be a bool, got {type(value).__name__}.")
         elif isinstance(default, int) or (default is None and field.metadata.get("static", False)):
-            _check_int_field(where, value, field.name, allow_none=default is None)
+            _check_int_field(where, value, allow_none=default is None)
         elif isinstance(default, float):
-            _check_float_field(where, value, field.name)
+            _check_float_field(where, value)
 
 
-def _check_int_field(where: str, value: Any, name: str, allow_none: bool) -> None:
+def _check_int_field(where: str, value: Any, allow_none: bool) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{where} must be an int{' or None' if allow_none else ''}, got {type(value).__name__}.")
-    least = 1 if name in _AT_LEAST_ONE else 0
-    if value < least:
-        raise ValueError(f"{where} must be >= {least}, got {value}.")
 
 
-def _check_float_field(where: str, value: Any, name: str) -> None:
+def _check_float_field(where: str, value: Any) -> None:
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where} must be a real number, got bool.")
     if isinstance(value, numbers.Real):
@@ -253,8 +251,6 @@ def _check_float_field(where: str, value: Any, name: str) -> None:
         raise TypeError(f"{where} must be a real number, got {type(value).__name__}.")
     if concrete is not None and np.isnan(concrete):
         raise ValueError(f"{where} is NaN.")
-    if concrete is not None and name.endswith("_tol") and concrete < 0:
-        raise ValueError(f"{where} must be >= 0, got {float(concrete)}.")
 
 
 def check_warm_start(warm_start: Any, expected: Any) -> None:

@@ -268,10 +268,24 @@ TWICE = jc.Problem(  # x <= 0 stated twice: both active, LICQ fails
 )
 
 
-def test_dependent_active_constraints_raise_a_clear_error():
+def test_dependent_active_constraints_are_differentiable():
+    """x <= 0 stated twice (LICQ fails, the multipliers' split is open) at a = 1:
+    x*(a) = min(a, 0) = 0 near a = 1, so dx/da = 0; the least-norm KKT solve gives it."""
     grad = jax.jit(jax.grad(lambda a: jc.solve(TWICE, X0_1D, jc.AugmentedLagrangian(), args=a).x[0]))
     sol = jax.jit(lambda a: jc.solve(TWICE, X0_1D, jc.AugmentedLagrangian(), args=a))(1.0)
     assert int(sol.status) == jc.Status.CONVERGED and np.all(np.asarray(sol.multipliers.ineq) > 0.1)
+    np.testing.assert_allclose(float(grad(1.0)), 0.0, atol=1e-8)
+
+
+# Not locally unique: any x with x1 + x2 = a is optimal (the Hessian is singular along x).
+FLAT = jc.Problem(objective=lambda x, a: (x[0] + x[1] - a) ** 2)
+
+
+def test_non_unique_solution_raises_a_clear_error():
+    solver = jc.AugmentedLagrangian()
+    grad = jax.jit(jax.grad(lambda a: jc.solve(FLAT, jnp.zeros(2), solver, args=a).x[0]))
+    sol = jax.jit(lambda a: jc.solve(FLAT, jnp.zeros(2), solver, args=a))(1.0)
+    assert int(sol.status) == jc.Status.CONVERGED
     with pytest.raises(Exception, match="cannot differentiate this solution"):
         jax.block_until_ready(grad(1.0))
 
@@ -280,8 +294,8 @@ def test_singular_conditions_at_an_unconverged_point_give_nan_not_an_error():
     solver = jc.AugmentedLagrangian()
     run = jax.jit(
         lambda a: (
-            jc.solve(TWICE, X0_1D, solver, args=a, max_steps=1).status,
-            jax.grad(lambda a: jc.solve(TWICE, X0_1D, solver, args=a, max_steps=1).x[0])(a),
+            jc.solve(FLAT, jnp.zeros(2), solver, args=a, max_steps=0).status,
+            jax.grad(lambda a: jc.solve(FLAT, jnp.zeros(2), solver, args=a, max_steps=0).x[0])(a),
         )
     )
     status, grad = run(1.0)

@@ -52,22 +52,28 @@ def test_quiet_by_default(capsys):
     assert _read(capsys) == []
 
 
+MEMBER_ROW = re.compile(r"^#(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$")
+
+
 def test_vmap_each_member_prints_its_own_rows(capsys):
-    """Under vmap each member prints its rows while running, then its summary line."""
+    """Under vmap each member prints its rows while running, labelled `#i`, then its
+    summary line (in member order) and a count of the statuses."""
     problem = disc_projection_problem()
     centres = jnp.array([[0.1, 0.2], [3.0, 0.0]])  # inside (1 step), outside (several)
     sols = jax.jit(jax.vmap(lambda c: jc.solve(problem, jnp.zeros(2), jc.Penalty(), c, verbose=True)))(centres)
     jax.block_until_ready(sols)
     lines = _read(capsys)
-    rows = [ROW.match(line) for line in lines if ROW.match(line)]
-    summaries = [line for line in lines if line.startswith("CONVERGED:")]
+    rows = [MEMBER_ROW.match(line) for line in lines if MEMBER_ROW.match(line)]
+    summaries = [line for line in lines if re.match(r"^#\d+ CONVERGED:", line)]
     iterations = [int(i) for i in sols.stats.iterations]
     assert iterations[0] < iterations[1]
     assert len(rows) == sum(k + 1 for k in iterations)  # finished members stay quiet
-    assert sorted(int(r.group(1)) for r in rows) == sorted(
-        i for k in iterations for i in range(k + 1)
+    assert sorted((int(r.group(1)), int(r.group(2))) for r in rows) == sorted(
+        (m, i) for m, k in enumerate(iterations) for i in range(k + 1)
     )
+    assert [s.split()[0] for s in summaries] == ["#0", "#1"]
     assert [f"{k} iterations" in s for s, k in zip(summaries, iterations)] == [True, True]
+    assert lines[-1] == "2 solves: 2 CONVERGED"
 
 
 def test_printer_functions_directly(capsys):

@@ -116,8 +116,8 @@ def test_quadratic_penalty_has_no_dual_step():
 def test_bad_input_raises():
     with pytest.raises(ValueError, match="formulation"):
         train.constrained(optax.sgd(0.1), "lagrange")
-    with pytest.raises(ValueError, match="dual_lr"):
-        train.constrained(optax.sgd(0.1), "lagrangian")
+    with pytest.raises(ValueError, match="dual_lr"):  # dual_lr=None (η = ρ) is the default now
+        train.constrained(optax.sgd(0.1), "lagrangian", dual_lr=-0.1)
     with pytest.raises(ValueError, match="rho"):
         train.constrained(optax.sgd(0.1), "augmented_lagrangian", rho=0.0)
     with pytest.raises(TypeError, match="primal"):

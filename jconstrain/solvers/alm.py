@@ -52,6 +52,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import formulations
+from jconstrain.checks import check_count, check_range
 from jconstrain.inner import NONFINITE_BACKTRACKS, default_optimizer, minimise
 from jconstrain.problem import (
     FlatProblem,
@@ -62,7 +63,7 @@ from jconstrain.problem import (
 )
 from jconstrain.solution import Status
 from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
-from jconstrain.solvers.penalty import constraint_scales, violation_stationarity
+from jconstrain.solvers.penalty import RoundingFloors, constraint_scales, rounding_floors, violation_stationarity
 
 
 class AugmentedLagrangianState(eqx.Module):
@@ -85,6 +86,7 @@ class AugmentedLagrangianState(eqx.Module):
     stationarity: Float[Array, ""]
     violation_stationarity: Float[Array, ""]
     row_scales: Float[Array, " m"]  # `penalty.constraint_scales` at x0
+    floors: RoundingFloors  # what rounding lets z certify (`penalty.rounding_floors`)
     step_norm: Float[Array, ""]
     evaluations: Int[Array, ""]
     inner_iterations: Int[Array, ""]
@@ -101,9 +103,10 @@ class _Point(eqx.Module):
     stationarity: Float[Array, ""]
     violation_stationarity: Float[Array, ""]
     scale: Float[Array, ""]
+    floors: RoundingFloors
 
 
-def _evaluate(problem: FlatProblem, z: Array, args: Any, lam: Array, nu: Array, scales: Array) -> _Point:
+def _evaluate(problem: FlatProblem, z: Array, args: Any, lam: Array, nu: Array, scales: Array, rho: Array) -> _Point:
     """f, c_E, c_I (bounds included) and the stationarity measures at z.
 
     stationarity = ||∇f + J_E^T λ + J_I^T ν||_∞ / max(1, ||∇f||_∞);
@@ -124,6 +127,8 @@ def _evaluate(problem: FlatProblem, z: Array, args: Any, lam: Array, nu: Array, 
         stationarity=inf_norm(grad_l) / scale,
         violation_stationarity=violation_stationarity(vjp, c_eq, c_ineq, scales),
         scale=scale,
+        # λ = λ̄ + ρ c_E and ν = max(0, ν̄ + ρ c_I) carry ρ times the values' rounding.
+        floors=rounding_floors(c_eq, c_ineq, scales, z, rho, jnp.concatenate([lam != 0, nu > 0]), scale),
     )
 
 
@@ -148,7 +153,9 @@ class AugmentedLagrangian(AbstractSolver):
     Attributes:
         opt_tol: KKT stationarity tolerance, relative to max(1, ||∇f||_∞).
         viol_tol: tolerance on the violation V (feasibility and complementarity).
-        rho0: initial penalty ρ (>= 0; 0 starts from the plain Lagrangian).
+        rho0: initial penalty ρ (>= 0; 0 starts from the plain Lagrangian): ρ weights
+            the constraints and only grows (`jc.SQP`'s `mu0` instead weights f and
+            only shrinks).
         rho_growth: factor raising ρ when V did not fall enough.
         rho_decrease: V must fall below this fraction of the previous V to keep ρ.
         rho_min: the smallest value a raise gives ρ (so that ρ0 = 0 can grow).
@@ -156,7 +163,9 @@ class AugmentedLagrangian(AbstractSolver):
         inner_tol0: the first inner tolerance ω_0 (relative, like opt_tol).
         multiplier_max: safeguard: the subproblem uses multipliers clipped to this size.
         unbounded_below: f below this at a feasible point reports UNBOUNDED.
-        max_steps: outer iterations (multiplier updates).
+        max_steps: outer iterations (multiplier updates), each a whole inner
+            minimisation of up to `inner_max_steps` optimiser steps: one ALM iteration
+            costs many `jc.SQP` iterations.
         inner_max_steps: iterations of each inner minimisation.
         optimizer: the optax optimiser of the inner minimisation (default L-BFGS).
     """
@@ -176,6 +185,22 @@ class AugmentedLagrangian(AbstractSolver):
     max_steps: int = eqx.field(default=50, static=True)
     inner_max_steps: int = eqx.field(default=500, static=True)
     optimizer: optax.GradientTransformation | None = eqx.field(default=None, static=True)
+
+    def __check_init__(self):
+        """Range checks of every numeric setting (concrete values only: a traced field in a
+        vmapped sweep passes)."""
+        where = lambda name: f"AugmentedLagrangian.{name}"
+        for name in ("opt_tol", "viol_tol", "rho0"):
+            check_range(where(name), getattr(self, name), 0.0)
+        for name in ("rho_min", "inner_tol0", "multiplier_max"):
+            check_range(where(name), getattr(self, name), 0.0, lo_open=True)
+        check_range(where("rho_growth"), self.rho_growth, 1.0, lo_open=True)
+        check_range(where("rho_decrease"), self.rho_decrease, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_range(where("rho_max"), self.rho_max, self.rho0)
+        check_range(where("rho_max"), self.rho_max, self.rho_min)
+        check_range(where("unbounded_below"), self.unbounded_below, -jnp.inf, jnp.inf)
+        check_count(where("max_steps"), self.max_steps, 0)
+        check_count(where("inner_max_steps"), self.inner_max_steps, 1)
 
     @property
     def steps(self) -> int:
@@ -198,7 +223,7 @@ class AugmentedLagrangian(AbstractSolver):
         else:
             lam, nu, rho, inner_tol = warm_start.lam, warm_start.nu, warm_start.rho, warm_start.inner_tol
         scales = constraint_scales(problem, z0, args) if warm_start is None else warm_start.row_scales
-        point = _evaluate(problem, z0, args, lam, nu, scales)
+        point = _evaluate(problem, z0, args, lam, nu, scales, rho)
         return AugmentedLagrangianState(
             z=z0,
             f=point.f,
@@ -214,6 +239,7 @@ class AugmentedLagrangian(AbstractSolver):
             stationarity=point.stationarity,
             violation_stationarity=point.violation_stationarity,
             row_scales=scales,
+            floors=point.floors,
             step_norm=jnp.zeros((), dtype),
             evaluations=jnp.asarray(1, jnp.int32),
             inner_iterations=jnp.asarray(0, jnp.int32),
@@ -255,7 +281,8 @@ class AugmentedLagrangian(AbstractSolver):
         # Multipliers at z, then every measure at (z, λ, ν).
         c_eq, c_ineq = problem.eq(z, args), inequalities_with_bounds(problem, z, args)
         lam, nu = formulations.augmented_lagrangian_multipliers(c_eq, c_ineq, lam_bar, nu_bar, rho)
-        point = _evaluate(problem, z, args, lam, nu, state.row_scales)
+        point = _evaluate(problem, z, args, lam, nu, state.row_scales, rho)
+        viol_tol = jnp.maximum(viol_tol, point.floors.violation)
         violation = max_violation(point.c_eq, point.c_ineq)
         kkt_violation = _kkt_violation(point.c_eq, point.c_ineq, nu_bar, rho)
         not_falling = (kkt_violation > viol_tol) & (kkt_violation > self.rho_decrease * state.kkt_violation)
@@ -295,6 +322,7 @@ class AugmentedLagrangian(AbstractSolver):
             stationarity=point.stationarity,
             violation_stationarity=point.violation_stationarity,
             row_scales=state.row_scales,
+            floors=point.floors,
             step_norm=step_norm,
             evaluations=evaluations,
             inner_iterations=inner_iterations,
@@ -320,10 +348,12 @@ class AugmentedLagrangian(AbstractSolver):
 
     def terminate(self, problem: FlatProblem, state: AugmentedLagrangianState, args: Any):
         dtype = problem.dtype
+        # Tolerances never below what rounding lets z certify (`penalty.rounding_floors`).
         opt_tol = dtype_tol(self.opt_tol, dtype)
-        viol_tol = dtype_tol(self.viol_tol, dtype)
+        viol_tol = jnp.maximum(dtype_tol(self.viol_tol, dtype), state.floors.violation)
         feasible = state.violation <= viol_tol
-        converged = (state.kkt_violation <= viol_tol) & feasible & (state.stationarity <= opt_tol)
+        stationary = state.stationarity <= jnp.maximum(opt_tol, state.floors.stationarity)
+        converged = (state.kkt_violation <= viol_tol) & feasible & stationary
         unbounded = (feasible & (state.f < self.unbounded_below)) | state.diverged
         infeasible = (
             ~feasible

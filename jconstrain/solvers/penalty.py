@@ -44,6 +44,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import formulations
+from jconstrain.checks import check_count, check_range
 from jconstrain.inner import NONFINITE_BACKTRACKS, default_optimizer, minimise
 from jconstrain.problem import (
     FlatProblem,
@@ -53,7 +54,7 @@ from jconstrain.problem import (
     split_bound_multipliers,
 )
 from jconstrain.solution import Status
-from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
+from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol, rounding_level
 
 
 class PenaltyState(eqx.Module):
@@ -67,6 +68,7 @@ class PenaltyState(eqx.Module):
     stationarity: Float[Array, ""]
     violation_stationarity: Float[Array, ""]
     row_scales: Float[Array, " m"]  # `constraint_scales` at x0
+    floors: "RoundingFloors"  # what rounding lets z certify (`rounding_floors`)
     step_norm: Float[Array, ""]
     evaluations: Int[Array, ""]
     inner_iterations: Int[Array, ""]
@@ -127,6 +129,41 @@ def violation_stationarity(
     return jnp.minimum(sigma, flat)
 
 
+class RoundingFloors(eqx.Module):
+    """What rounding lets a penalty-type method resolve at z (`rounding_floors`)."""
+
+    violation: Float[Array, ""]
+    stationarity: Float[Array, ""]
+
+
+def rounding_floors(
+    c_eq: Float[Array, " me"],
+    c_ineq: Float[Array, " mb"],
+    scales: Float[Array, " m"],
+    z: Float[Array, " n"],
+    rho: Float[Array, ""],
+    from_values: Bool[Array, " m"],
+    grad_scale: Float[Array, ""],
+) -> RoundingFloors:
+    """The violation and stationarity that rounding lets these methods certify.
+
+    With δ_i = `rounding_level`(c_i) (row sizes r = `constraint_scales` at x0):
+
+        violation floor     max_i δ_i
+        stationarity floor  ρ Σ_{i ∈ from_values} δ_i r_i / max(1, ||∇f||_∞)
+
+    A multiplier computed from the constraint's value (ρ c_i, or λ̄_i + ρ c_i) carries
+    the error ρ δ_i, which enters ∇L = ∇f + Jᵀλ times ||∇c_i||: in float32 at ρ = 1e5 a
+    constraint Σ w² - 40 (δ ≈ 6e-6) moves the measure by about 0.4 relative, so a
+    stationarity of 1e-5 is out of reach, while the point is as accurate as float32 gets.
+    In float64 both floors are ~1e-13 of the problem's size until ρ is huge.
+    """
+    c = jnp.concatenate([c_eq, c_ineq])
+    level = rounding_level(c, scales, z)
+    noise = rho * jnp.sum(jnp.where(from_values, level * scales, 0.0))
+    return RoundingFloors(violation=jnp.max(level, initial=0.0), stationarity=noise / grad_scale)
+
+
 def _evaluate(problem: FlatProblem, z: Array, args: Any, rho: Array, scales: Array):
     """f, c_E, c_I (with bounds), the stationarity measure at z for penalty ρ, the
     violation's stationarity (`violation_stationarity`, row scales `scales`), and
@@ -141,14 +178,23 @@ def _evaluate(problem: FlatProblem, z: Array, args: Any, rho: Array, scales: Arr
     return f, c_eq, c_ineq, stationarity, violation_stationarity(vjp, c_eq, c_ineq, scales), scale
 
 
+def _from_values(c_eq: Array, c_ineq: Array) -> Bool[Array, " m"]:
+    """Rows whose multiplier ρ c_E, ρ max(c_I, 0) is nonzero (computed from the value)."""
+    return jnp.concatenate([jnp.ones(c_eq.shape, bool), c_ineq > 0])
+
+
 class Penalty(AbstractSolver):
     """Quadratic penalty with continuation (see the module docstring).
 
     Attributes:
         opt_tol: stationarity tolerance (relative to max(1, ||∇f||_∞)).
         viol_tol: feasibility tolerance on the max violation.
-        rho0, rho_growth, rho_max: initial penalty, growth factor, cap.
-        max_steps: outer iterations (penalty updates).
+        rho0, rho_growth, rho_max: initial penalty ρ > 0 (it weights the constraints
+            and only grows; `jc.SQP`'s `mu0` weights f and shrinks), growth factor > 1,
+            cap >= rho0.
+        max_steps: outer iterations (penalty updates), each a whole inner minimisation
+            of up to `inner_max_steps` optimiser steps: one costs many `jc.SQP`
+            iterations.
         inner_max_steps: iterations of each inner minimisation.
         optimizer: the optax optimiser of the inner minimisation (default L-BFGS).
         unbounded_below: f below this on a feasible point reports UNBOUNDED.
@@ -164,6 +210,19 @@ class Penalty(AbstractSolver):
     inner_max_steps: int = eqx.field(default=500, static=True)
     optimizer: optax.GradientTransformation | None = eqx.field(default=None, static=True)
 
+    def __check_init__(self):
+        """Range checks of every numeric setting (concrete values only: a traced field in a
+        vmapped sweep passes)."""
+        where = lambda name: f"Penalty.{name}"
+        for name in ("opt_tol", "viol_tol"):
+            check_range(where(name), getattr(self, name), 0.0)
+        check_range(where("rho0"), self.rho0, 0.0, lo_open=True)
+        check_range(where("rho_growth"), self.rho_growth, 1.0, lo_open=True)
+        check_range(where("rho_max"), self.rho_max, self.rho0)
+        check_range(where("unbounded_below"), self.unbounded_below, -jnp.inf, jnp.inf)
+        check_count(where("max_steps"), self.max_steps, 0)
+        check_count(where("inner_max_steps"), self.inner_max_steps, 1)
+
     @property
     def steps(self) -> int:
         return self.max_steps
@@ -175,7 +234,8 @@ class Penalty(AbstractSolver):
         dtype = problem.dtype
         rho = jnp.asarray(self.rho0, dtype) if warm_start is None else warm_start.rho
         scales = constraint_scales(problem, z0, args) if warm_start is None else warm_start.row_scales
-        f, c_eq, c_ineq, stationarity, v_stat, _ = _evaluate(problem, z0, args, rho, scales)
+        f, c_eq, c_ineq, stationarity, v_stat, grad_scale = _evaluate(problem, z0, args, rho, scales)
+        floors = rounding_floors(c_eq, c_ineq, scales, z0, rho, _from_values(c_eq, c_ineq), grad_scale)
         zero_i = jnp.asarray(0, jnp.int32)
         finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(c_eq)) & jnp.all(jnp.isfinite(jnp.maximum(c_ineq, 0)))
         return PenaltyState(
@@ -189,6 +249,7 @@ class Penalty(AbstractSolver):
             stationarity=stationarity,
             violation_stationarity=v_stat,
             row_scales=scales,
+            floors=floors,
             step_norm=jnp.zeros((), dtype),
             evaluations=jnp.asarray(1, jnp.int32),
             inner_iterations=zero_i,
@@ -222,10 +283,11 @@ class Penalty(AbstractSolver):
             value_floor=self.unbounded_below,
         )
         z = result.z  # the last finite point of the inner run
-        f, c_eq, c_ineq, stationarity, v_stat, _ = _evaluate(problem, z, args, rho, state.row_scales)
+        f, c_eq, c_ineq, stationarity, v_stat, grad_scale = _evaluate(problem, z, args, rho, state.row_scales)
+        floors = rounding_floors(c_eq, c_ineq, state.row_scales, z, rho, _from_values(c_eq, c_ineq), grad_scale)
         violation = max_violation(c_eq, c_ineq)
         finite = jnp.isfinite(f) & jnp.isfinite(violation) & jnp.isfinite(stationarity)
-        viol_tol = dtype_tol(self.viol_tol, dtype)
+        viol_tol = jnp.maximum(dtype_tol(self.viol_tol, dtype), floors.violation)
         rho_max = jnp.asarray(self.rho_max, dtype)
         at_max = rho >= rho_max
         raised = jnp.minimum(rho * self.rho_growth, rho_max)
@@ -249,6 +311,7 @@ class Penalty(AbstractSolver):
             stationarity=stationarity,
             violation_stationarity=v_stat,
             row_scales=state.row_scales,
+            floors=floors,
             step_norm=step_norm,
             evaluations=evaluations,
             inner_iterations=inner_iterations,
@@ -271,8 +334,9 @@ class Penalty(AbstractSolver):
 
     def terminate(self, problem: FlatProblem, state: PenaltyState, args: Any):
         dtype = problem.dtype
-        feasible = state.violation <= dtype_tol(self.viol_tol, dtype)
-        stationary = state.stationarity <= dtype_tol(self.opt_tol, dtype)
+        # Tolerances never below what rounding lets z certify (`rounding_floors`).
+        feasible = state.violation <= jnp.maximum(dtype_tol(self.viol_tol, dtype), state.floors.violation)
+        stationary = state.stationarity <= jnp.maximum(dtype_tol(self.opt_tol, dtype), state.floors.stationarity)
         converged = feasible & stationary
         unbounded = (feasible & (state.f < self.unbounded_below)) | state.diverged
         violation_stationary = state.violation_stationarity <= dtype_tol(self.opt_tol, dtype)

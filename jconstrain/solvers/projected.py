@@ -86,6 +86,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import implicit
+from jconstrain.checks import check_count, check_range
 from jconstrain.problem import FlatProblem, variables
 from jconstrain.solution import Status
 from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
@@ -215,8 +216,17 @@ class ProjectedGradient(AbstractSolver):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"jc.ProjectedGradient: `{name}` must be an int, got {type(value).__name__}.")
-            if value < 1:
-                raise ValueError(f"jc.ProjectedGradient: `{name}` must be >= 1, got {value}.")
+            check_count(f"ProjectedGradient.{name}", value, 1)
+        where = lambda name: f"ProjectedGradient.{name}"
+        check_count(where("max_steps"), self.max_steps, 0)
+        for name in ("opt_tol", "viol_tol"):
+            check_range(where(name), getattr(self, name), 0.0)
+        check_range(where("step_min"), self.step_min, 0.0, lo_open=True)
+        check_range(where("step_max"), self.step_max, self.step_min)
+        check_range(where("armijo"), self.armijo, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_range(where("shrink_min"), self.shrink_min, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_range(where("shrink_max"), self.shrink_max, self.shrink_min, 1.0, hi_open=True)
+        check_range(where("unbounded_below"), self.unbounded_below, -jnp.inf, jnp.inf)
 
     @property
     def steps(self) -> int:

@@ -65,12 +65,13 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import qp
+from jconstrain.checks import check_count, check_range
 from jconstrain import lbfgs
 from jconstrain.bfgs import inverse_update
 from jconstrain.linesearch import SearchStatus, weak_wolfe
 from jconstrain.problem import FlatProblem
 from jconstrain.solution import Status
-from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
+from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol, rounding_level
 
 STATIONARITY_QP_STEPS = 50  # interior-point steps of the stationarity QP (finished members: 0)
 
@@ -259,7 +260,10 @@ class SQP(AbstractSolver):
     Attributes:
         opt_tol: stationarity tolerance (relative, see the module docstring).
         viol_tol: feasibility tolerance on the max violation.
-        mu0: initial penalty parameter μ (weight of f in the merit function).
+        mu0: initial μ > 0, the weight of f in the merit φ = μ f + v: μ multiplies the
+            objective, not the constraints, and only ever decreases (smaller μ favours
+            feasibility). It plays the inverse role of `rho0` in `jc.AugmentedLagrangian`
+            and `jc.Penalty`, whose ρ weights the constraints and grows.
         c_viol, c_mu: steering's required fraction of the feasibility reduction, and
             its μ shrink factor.
         steering_steps: most μ reductions per iteration.
@@ -280,7 +284,9 @@ class SQP(AbstractSolver):
         max_escapes: before INFEASIBLE is reported, up to this many random restarts near
             the stuck point (radius 1e-2, 2e-2, ... times max(1, ||x||_∞)): a first-order
             stationary point of the violation may be a saddle (e.g. where ∇c = 0).
-        max_steps: iteration cap.
+        max_steps: cap on SQP iterations, each one QP-steered step with a line search
+            (cheap: a few evaluations). ALM/Penalty count outer iterations instead, each
+            a whole inner minimisation, so their defaults are much smaller.
         memory: None for the dense n x n BFGS matrix; an int m for limited-memory BFGS
             with the last m pairs (two-loop recursion, O(m n) memory), for large n.
     """
@@ -307,6 +313,26 @@ class SQP(AbstractSolver):
     memory: int | None = eqx.field(default=None, static=True)
 
     penalty_label = "mu"
+
+    def __check_init__(self):
+        """Range checks of every numeric setting (concrete values only: a traced field in a
+        vmapped sweep passes)."""
+        where = lambda name: f"SQP.{name}"
+        for name in ("opt_tol", "viol_tol", "step_tol", "evaldist"):
+            check_range(where(name), getattr(self, name), 0.0)
+        check_range(where("mu0"), self.mu0, 0.0, lo_open=True)
+        check_range(where("prescale_threshold"), self.prescale_threshold, 0.0, lo_open=True)
+        for name in ("c_viol", "c_mu", "c1"):
+            check_range(where(name), getattr(self, name), 0.0, 1.0, lo_open=True, hi_open=True)
+        check_range(where("c2"), self.c2, self.c1, 1.0, lo_open=True, hi_open=True)  # 0 < c1 < c2 < 1
+        for name in ("bfgs_damping", "curvature_damping"):
+            check_range(where(name), getattr(self, name), 0.0, 1.0, hi_open=True)
+        check_range(where("unbounded_below"), self.unbounded_below, -jnp.inf, jnp.inf)
+        for name in ("steering_steps", "max_steps", "max_escapes"):
+            check_count(where(name), getattr(self, name), 0)
+        check_count(where("max_search_failures"), self.max_search_failures, 1)
+        for name in ("ngrad", "memory"):
+            check_count(where(name), getattr(self, name), 1, allow_none=True)
 
     @property
     def steps(self) -> int:
@@ -537,10 +563,14 @@ class SQP(AbstractSolver):
         radius = self._radius(model.z)
         near = samples_valid & (jnp.max(jnp.abs(samples_z - model.z), axis=1) <= radius)
         G = jnp.where(near[:, None], samples_g, model.g[None, :])
-        # Active: within viol_tol/10 of the boundary. With the whole viol_tol, a constraint
-        # 1.4e-6 short of its bound (float32, viol_tol 1.2e-5) took part in the multipliers
-        # and certified a point 1e-6 off the optimum's kink.
-        used = rows.on & (rows.is_eq | (model.c >= -0.1 * dtype_tol(self.viol_tol, dtype)))
+        # Active: within viol_tol/10 of the boundary, or within the rounding error of the
+        # computed value c_i (`rounding_level`: eps·(|c_i| + ||∇c_i||_∞ ||x||_∞)), below which
+        # c_i < 0 is noise. With the whole viol_tol, a constraint 1.4e-6 short of its bound
+        # (float32, viol_tol 1.2e-5) took part in the multipliers and certified a point 1e-6
+        # off the optimum's kink; without the rounding term, 25 - Π w (float32, value
+        # -2.7e-6 at the optimum, rounding 1.2e-5) was left out and the measure stuck at 0.59.
+        active = jnp.maximum(0.1 * dtype_tol(self.viol_tol, dtype), rounding_level(model.c, jnp.max(jnp.abs(model.J), axis=1), model.z))
+        used = rows.on & (rows.is_eq | (model.c >= -active))
         A = jnp.concatenate([G.T, (model.J * used[:, None]).T], axis=1)  # n x (L + m)
         # The QP in units of μ (Σ w = 1, u = λ ∈ μ⁻¹·box): its accuracy then does not
         # depend on how small μ has become.
@@ -548,7 +578,9 @@ class SQP(AbstractSolver):
         lo_u, hi_u = rows.dual_box(dtype)
         inv_mu = 1.0 / jnp.maximum(mu, tiny)
         lower = jnp.concatenate([jnp.zeros((L,), dtype), lo_u * inv_mu])
-        upper = jnp.concatenate([jnp.full((L,), jnp.inf, dtype), hi_u * inv_mu])
+        # Unused rows (zero columns) get the box [0, 1]: with [0, ∞) (bounds) their free,
+        # flat direction let the interior point drift off to Inf in float32.
+        upper = jnp.concatenate([jnp.full((L,), jnp.inf, dtype), jnp.where(used, hi_u * inv_mu, 1.0)])
         A_eq = jnp.concatenate([jnp.ones((1, L), dtype), jnp.zeros((1, m), dtype)], axis=1)
         zero = jnp.zeros((L + m,), dtype)
         sol = qp.solve(A.T @ A, zero, A_eq=A_eq, b_eq=jnp.ones((1,), dtype), lower=lower, upper=upper, max_iter=max_iter)
@@ -769,6 +801,10 @@ class SQP(AbstractSolver):
         tiny_step = step_norm <= self.step_tol * jnp.maximum(1.0, jnp.max(jnp.abs(model.z), initial=0.0))
         # Failed searches and negligible steps both count towards STALLED.
         search_failures = jnp.where(good & ~tiny_step, 0, state.search_failures + 1)
+        # ... or towards NONFINITE when NaN/Inf is in the way: at the accepted point, or,
+        # when no real step was made, already at the unit step (backtracking from it
+        # found no finite decrease).
+        nan_in_way = hit_nonfinite | ((~good | tiny_step) & (decrease < 0) & ~jnp.isfinite(unit[0]))
         # Gradient samples: a ring buffer of recent iterates.
         L = state.samples_valid.shape[0]
         slot = (state.iteration + 1) % L
@@ -807,7 +843,7 @@ class SQP(AbstractSolver):
             search_failures=search_failures,
             infeasible_count=jnp.where(stuck_infeasible, state.infeasible_count + 1, 0),
             escapes=state.escapes,
-            nonfinite=hit_nonfinite & (search_failures >= self.max_search_failures),
+            nonfinite=nan_in_way & (search_failures >= self.max_search_failures),
             unbounded=feasible & (f_unscaled < self.unbounded_below),
             stalled=search_failures >= self.max_search_failures,
         )
