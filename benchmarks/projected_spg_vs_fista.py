@@ -8,7 +8,7 @@ jconstrain/solvers/projected.py comes from here. Run: python benchmarks/projecte
 import time, jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
 import jconstrain as jc
-from jconstrain.solvers.projected import ProjectedGradient
+from jconstrain._solvers.projected import ProjectedGradient
 
 def fista(f, P, x0, tol=1e-8, max_iter=20000):
     vg = jax.jit(jax.value_and_grad(f)); Pj = jax.jit(P)

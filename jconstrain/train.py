@@ -64,7 +64,7 @@ import optax
 from jaxtyping import Array, Float, Int, PyTree
 
 from jconstrain import formulations
-from jconstrain.checks import check_range
+from jconstrain._checks import check_range
 
 __all__ = [
     "ConstrainedOptimizer",

@@ -23,7 +23,7 @@ from problems import (
 
 import jconstrain as jc
 from jconstrain import formulations
-from jconstrain.solvers.alm import AugmentedLagrangian
+from jconstrain._solvers.alm import AugmentedLagrangian
 
 SMOOTH = HS_PROBLEMS + [DICT_PROBLEM]
 

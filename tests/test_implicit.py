@@ -1,4 +1,4 @@
-"""Derivatives of solutions (`jconstrain.implicit`): `jax.grad`/`jax.jacobian` of sol.x,
+"""Derivatives of solutions (`jconstrain._implicit`): `jax.grad`/`jax.jacobian` of sol.x,
 sol.f and sol.multipliers with respect to args, by implicit differentiation of the KKT
 (or, for ProjectedGradient, fixed-point) conditions at the solution.
 

@@ -1,4 +1,4 @@
-"""jconstrain.inner.minimise: unconstrained minimisation with an optax optimiser."""
+"""jconstrain._inner.minimise: unconstrained minimisation with an optax optimiser."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jconstrain.inner import default_optimizer, minimise
+from jconstrain._inner import default_optimizer, minimise
 
 A = jnp.array([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
 B = jnp.array([1.0, -2.0, 0.5])

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jconstrain import bfgs, lbfgs
+from jconstrain import _bfgs as bfgs, _lbfgs as lbfgs
 
 update = jax.jit(lbfgs.update, static_argnames="rescale")
 apply = jax.jit(lbfgs.apply)

@@ -7,8 +7,8 @@ import optax
 import pytest
 
 import jconstrain as jc
-from jconstrain.inner import minimise
-from jconstrain.newton import ldl, ldl_solve, newton_direction, shifted_ldl
+from jconstrain._inner import minimise
+from jconstrain._newton import ldl, ldl_solve, newton_direction, shifted_ldl
 
 
 def _random_symmetric(seed: int, n: int, shift: float) -> np.ndarray:

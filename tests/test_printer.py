@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jconstrain as jc
-from jconstrain import printer
+from jconstrain import _printer as printer
 from problems import HS28, HS71, disc_projection_problem
 
 ROW = re.compile(r"^\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$")

@@ -1,4 +1,4 @@
-"""jconstrain.problem: Problem, the flat view, and the violation measures."""
+"""jconstrain._problem: Problem, the flat view, and the violation measures."""
 
 import equinox as eqx
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jconstrain as jc
-from jconstrain.problem import (
+from jconstrain._problem import (
     bound_residuals,
     flatten,
     inequalities_with_bounds,

@@ -9,7 +9,7 @@ import pytest
 import scipy.optimize
 
 import jconstrain as jc
-from jconstrain.solvers.projected import ProjectedGradient
+from jconstrain._solvers.projected import ProjectedGradient
 
 ROW = re.compile(r"^\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$")
 

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from jconstrain import projections as P
-from jconstrain.transforms import projected
+from jconstrain._transforms import projected
 
 jax.config.update("jax_enable_x64", True)
 

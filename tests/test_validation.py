@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import jconstrain as jc
-from jconstrain import validation
-from jconstrain.problem import flatten
+from jconstrain import _validation as validation
+from jconstrain._problem import flatten
 
 X0 = jnp.array([1.0, 2.0, 3.0])
 DICT_X0 = {"a": jnp.zeros(2), "B": jnp.zeros((2, 2))}

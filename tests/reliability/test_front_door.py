@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jconstrain as jc
-from jconstrain import validation
+from jconstrain import _validation as validation
 
 PACKAGE = os.path.dirname(jc.__file__)
 SOLVER_TYPES = {

@@ -17,7 +17,7 @@ import optax
 import pytest
 
 import jconstrain as jc
-from jconstrain.inner import minimise
+from jconstrain._inner import minimise
 from reliability import cases
 from reliability.cases import NONFINITE_CONSTRAINED_FAMILY, NONFINITE_FREE_FAMILY, member, status_name
 
@@ -90,7 +90,7 @@ def test_sol_x_is_never_nan(solver, family):
 
 
 def test_inner_minimisation_backtracks_from_a_nonfinite_step():
-    """`jconstrain.inner.minimise` with backtracking on (as the penalty and ALM solvers
+    """`jconstrain._inner.minimise` with backtracking on (as the penalty and ALM solvers
     run it) and plain gradient descent (no line search of its own), f = (z - 1)² -
     0.01 log z from z = 3 with step 0.9: the first update lands at z = -0.59 (log of a
     negative number). The step is halved back to a finite point and the run reaches the

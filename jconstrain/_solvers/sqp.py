@@ -25,7 +25,7 @@ with μ > 0 only ever decreasing. Each iteration:
    min(v, v(x + d)) (the QP step solves the linearised constraints; going further
    only overshoots them).
    A failed search halves μ; repeated failures or negligible steps end in STALLED.
-4. BFGS update of H (`jconstrain.bfgs`, or limited memory with `memory=m`) with
+4. BFGS update of H (`jconstrain._bfgs`, or limited memory with `memory=m`) with
    s = x+ - x and the difference of the Lagrangian-penalty gradients
    y = (μ g+ + J+ᵀŷ) - (μ g + Jᵀŷ), ŷ the QP's dual; H restarts at I if a QP direction is
    not a descent direction (definiteness lost to rounding). The dense update is damped
@@ -65,13 +65,13 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import qp
-from jconstrain.checks import check_count, check_range
-from jconstrain import lbfgs
-from jconstrain.bfgs import inverse_update
-from jconstrain.linesearch import SearchStatus, weak_wolfe
-from jconstrain.problem import FlatProblem
-from jconstrain.solution import Status
-from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol, rounding_level
+from jconstrain._checks import check_count, check_range
+from jconstrain import _lbfgs as lbfgs
+from jconstrain._bfgs import inverse_update
+from jconstrain._linesearch import SearchStatus, weak_wolfe
+from jconstrain._problem import FlatProblem
+from jconstrain._solution import Status
+from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol, rounding_level
 
 STATIONARITY_QP_STEPS = 50  # interior-point steps of the stationarity QP (finished members: 0)
 
@@ -268,7 +268,7 @@ class SQP(AbstractSolver):
             its μ shrink factor.
         steering_steps: most μ reductions per iteration.
         c1, c2: Armijo and weak Wolfe constants.
-        bfgs_damping: δ of the damped BFGS update (inverse form, `jconstrain.bfgs`).
+        bfgs_damping: δ of the damped BFGS update (inverse form, `jconstrain._bfgs`).
         curvature_damping: η of Powell's direct-form damping (`bfgs.curvature_damp`):
             the curvature along a step falls at most to this fraction of the model's
             (dense H only; 0 turns it off).

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from jconstrain.qp import ipm
-from jconstrain.qp.data import QPData, canonical
-from jconstrain.qp.polish import polished
-from jconstrain.qp.scaling import Scaling, equilibrate
-from jconstrain.qp.status import QPSolution, QPStatus
+from jconstrain.qp import _ipm as ipm
+from jconstrain.qp._data import QPData, canonical
+from jconstrain.qp._polish import polished
+from jconstrain.qp._scaling import Scaling, equilibrate
+from jconstrain.qp._status import QPSolution, QPStatus
 
 _DEFAULT_TOL = {2: 1e-2, 4: 1e-5, 8: 1e-10}
 
@@ -44,11 +44,11 @@ def solve(
     symmetric part is used) and bounds that may be -inf/+inf. Pure JAX: composes with `jax.jit` and `jax.vmap`
     over any input; the status is data (`QPStatus`), never an exception.
 
-    Method: Ruiz equilibration (`jconstrain.qp.scaling`), then a homogeneous self-dual
-    interior-point method with Mehrotra predictor-corrector steps (`jconstrain.qp.ipm`,
-    linear algebra in `jconstrain.qp.kkt`), which detects primal and dual
+    Method: Ruiz equilibration (`jconstrain.qp._scaling`), then a homogeneous self-dual
+    interior-point method with Mehrotra predictor-corrector steps (`jconstrain.qp._ipm`,
+    linear algebra in `jconstrain.qp._kkt`), which detects primal and dual
     infeasibility from the same iterates, typically in 6-15 iterations; a solved
-    problem is then polished on its active set (`jconstrain.qp.polish`), which makes
+    problem is then polished on its active set (`jconstrain.qp._polish`), which makes
     the answer exact to rounding error when the active set is identified.
 
     Args:
@@ -67,7 +67,7 @@ def solve(
             certificates are accepted at max(tol, sqrt(eps)).
         warm_start: a `QPSolution` of a QP of the same shapes (e.g. the previous SQP
             subproblem). The start is a mix of it and the cold start, weighted by how
-            much closer to optimal it is (`jconstrain.qp.ipm.warm_start`); a solution
+            much closer to optimal it is (`jconstrain.qp._ipm.warm_start`); a solution
             that is no better, or not finite, gives a cold start.
 
     Returns:

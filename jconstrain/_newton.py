@@ -42,7 +42,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int
 
-from jconstrain.checks import check_count, check_range
+from jconstrain._checks import check_count, check_range
 
 
 class NewtonState(eqx.Module):

@@ -114,7 +114,7 @@ def _bound_vector(leaves: list[Any] | None, params: list[Array], fill: float, dt
 def flatten(problem: Problem, x0: PyTree, args: Any) -> tuple[FlatProblem, Array]:
     """Build the flat view of `problem` around x0; return it and z0 = ravel(x0's variables).
 
-    Input validation happens before (see `jconstrain.validation`); this function
+    Input validation happens before (see `jconstrain._validation`); this function
     assumes well-formed input.
     """
     params, static = variables(x0)

@@ -10,7 +10,7 @@ traced value, indexing x the wrong way), raises a TypeError naming it, with the
 original exception chained as its cause (saying so when args is None: a forgotten
 `args=`). The solver's hyperparameters are checked against the kinds of their defaults
 here (`check_solver_fields`); their ranges are checked by each solver's own
-`__check_init__` when it is built (`jconstrain.checks`).
+`__check_init__` when it is built (`jconstrain._checks`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jconstrain.problem import Problem, bound_leaves, variables
-from jconstrain.solvers.base import AbstractSolver
+from jconstrain._problem import Problem, bound_leaves, variables
+from jconstrain._solvers.base import AbstractSolver
 
 
 def _is_concrete(x: Any) -> bool:

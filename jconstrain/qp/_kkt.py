@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float
 
-from jconstrain.qp.data import QPData
+from jconstrain.qp._data import QPData
 
 REFINEMENT_STEPS = 3
 

@@ -16,10 +16,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from jconstrain import implicit, printer, validation
-from jconstrain.problem import FlatProblem, Problem, flatten
-from jconstrain.solution import Multipliers, Solution, Stats, Status
-from jconstrain.solvers.base import AbstractSolver, Report
+from jconstrain import _implicit as implicit, _printer as printer, _validation as validation
+from jconstrain._problem import FlatProblem, Problem, flatten
+from jconstrain._solution import Multipliers, Solution, Stats, Status
+from jconstrain._solvers.base import AbstractSolver, Report
 
 try:  # whether any JAX transformation is being traced right now
     from jax._src.core import trace_state_clean as _eager

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from jconstrain.qp.data import QPData
+from jconstrain.qp._data import QPData
 
 _MIN_NORM, _MAX_NORM = 1e-4, 1e4
 _MIN_RHO, _MAX_RHO = 1e-12, 1e12

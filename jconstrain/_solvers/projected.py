@@ -85,11 +85,11 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int
 
-from jconstrain import implicit
-from jconstrain.checks import check_count, check_range
-from jconstrain.problem import FlatProblem, variables
-from jconstrain.solution import Status
-from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
+from jconstrain import _implicit as implicit
+from jconstrain._checks import check_count, check_range
+from jconstrain._problem import FlatProblem, variables
+from jconstrain._solution import Status
+from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol
 
 
 class ProjectedGradientState(eqx.Module):

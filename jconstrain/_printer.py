@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jconstrain.solution import Status, status_name
+from jconstrain._solution import Status, status_name
 
 _COLUMNS = ("iter", "f", "violation", "stationarity", "step", "{penalty}")
 _WIDTHS = (6, 14, 11, 13, 10, 10)

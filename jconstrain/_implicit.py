@@ -97,8 +97,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jconstrain.problem import FlatProblem, Problem, inequalities_with_bounds
-from jconstrain.solution import Status
+from jconstrain._problem import FlatProblem, Problem, inequalities_with_bounds
+from jconstrain._solution import Status
 
 _SINGULAR_MESSAGE = (
     "jc.solve: cannot differentiate this solution: the linearised optimality conditions "
@@ -107,7 +107,7 @@ _SINGULAR_MESSAGE = (
     "linearly dependent (LICQ fails: e.g. a constraint stated twice, or more active "
     "constraints than variables) or the solution is not locally unique (the Hessian of "
     "the Lagrangian is singular on the active constraints' null space). "
-    "See jconstrain.implicit."
+    "See jconstrain._implicit."
 )
 
 

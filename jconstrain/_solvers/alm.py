@@ -52,18 +52,18 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import formulations
-from jconstrain.checks import check_count, check_range
-from jconstrain.inner import NONFINITE_BACKTRACKS, default_optimizer, minimise
-from jconstrain.problem import (
+from jconstrain._checks import check_count, check_range
+from jconstrain._inner import NONFINITE_BACKTRACKS, default_optimizer, minimise
+from jconstrain._problem import (
     FlatProblem,
     inequalities_with_bounds,
     linearise,
     max_violation,
     split_bound_multipliers,
 )
-from jconstrain.solution import Status
-from jconstrain.solvers.base import AbstractSolver, Progress, Report, dtype_tol
-from jconstrain.solvers.penalty import RoundingFloors, constraint_scales, rounding_floors, violation_stationarity
+from jconstrain._solution import Status
+from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol
+from jconstrain._solvers.penalty import RoundingFloors, constraint_scales, rounding_floors, violation_stationarity
 
 
 class AugmentedLagrangianState(eqx.Module):

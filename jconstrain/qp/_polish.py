@@ -25,10 +25,10 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array
 
-from jconstrain.qp.data import QPData
-from jconstrain.qp.ipm import IPMState, _inf_norm
-from jconstrain.qp.kkt import REFINEMENT_STEPS, regularisation
-from jconstrain.qp.status import QPStatus
+from jconstrain.qp._data import QPData
+from jconstrain.qp._ipm import IPMState, _inf_norm
+from jconstrain.qp._kkt import REFINEMENT_STEPS, regularisation
+from jconstrain.qp._status import QPStatus
 
 
 def _active_set(data: QPData, x, z) -> tuple[Array, Array, Array]:

@@ -19,8 +19,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from jconstrain import implicit
-from jconstrain.problem import FlatProblem
+from jconstrain import _implicit as implicit
+from jconstrain._problem import FlatProblem
 
 
 class Report(eqx.Module):

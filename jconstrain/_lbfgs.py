@@ -1,4 +1,4 @@
-"""Limited-memory inverse BFGS with the damping of `jconstrain.bfgs`, for large n.
+"""Limited-memory inverse BFGS with the damping of `jconstrain._bfgs`, for large n.
 
 H is never formed. It is represented by H0 = γ I and the last m (at most) pairs
 (sᵢ, yᵢ), ρᵢ = 1 / (sᵢᵀyᵢ), as the result of applying the inverse BFGS update
@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from jconstrain.bfgs import BFGSInfo, damp, initial_scale
+from jconstrain._bfgs import BFGSInfo, damp, initial_scale
 
 
 class LBFGSMemory(eqx.Module):

@@ -61,10 +61,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jconstrain.qp.data import QPData
-from jconstrain.qp.kkt import initial_solve, newton_solver
-from jconstrain.qp.scaling import Scaling
-from jconstrain.qp.status import QPStatus
+from jconstrain.qp._data import QPData
+from jconstrain.qp._kkt import initial_solve, newton_solver
+from jconstrain.qp._scaling import Scaling
+from jconstrain.qp._status import QPStatus
 
 RUNNING = -1
 MAX_STALLS = 5
