@@ -87,6 +87,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import _implicit as implicit
 from jconstrain._checks import check_count, check_range
+from jconstrain._misc import first_status, tree_where
 from jconstrain._problem import FlatProblem, variables
 from jconstrain._solution import Status
 from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol
@@ -394,7 +395,7 @@ class ProjectedGradient(AbstractSolver):
             nonfinite=~any_finite,
             stalled=any_finite,
         )
-        return jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), moved, failed)
+        return tree_where(accept, moved, failed)
 
     def terminate(self, problem: FlatProblem, state: ProjectedGradientState, args: Any):
         dtype = problem.dtype
@@ -404,13 +405,13 @@ class ProjectedGradient(AbstractSolver):
         infeasible = stationary & ~feasible
         unbounded = feasible & (state.f < self.unbounded_below)
         # UNBOUNDED first: far out, z - P(z - g) rounds to 0 and would look stationary.
-        status = jnp.select(
-            [state.nonfinite, unbounded, converged, infeasible, state.stalled],
-            [Status.NONFINITE, Status.UNBOUNDED, Status.CONVERGED, Status.INFEASIBLE, Status.STALLED],
-            Status.MAX_STEPS,
+        return first_status(
+            (state.nonfinite, Status.NONFINITE),
+            (unbounded, Status.UNBOUNDED),
+            (converged, Status.CONVERGED),
+            (infeasible, Status.INFEASIBLE),
+            (state.stalled, Status.STALLED),
         )
-        done = state.nonfinite | converged | unbounded | infeasible | state.stalled
-        return done, status.astype(jnp.int32)
 
     def report(self, problem: FlatProblem, state: ProjectedGradientState, args: Any) -> Report:
         dtype = problem.dtype

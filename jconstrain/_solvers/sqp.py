@@ -69,6 +69,7 @@ from jconstrain._checks import check_count, check_range
 from jconstrain import _lbfgs as lbfgs
 from jconstrain._bfgs import inverse_update
 from jconstrain._linesearch import SearchStatus, weak_wolfe
+from jconstrain._misc import first_status, tree_where
 from jconstrain._problem import FlatProblem
 from jconstrain._solution import Status
 from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol, rounding_level
@@ -610,7 +611,7 @@ class SQP(AbstractSolver):
         """(feasible, best, most_feasible) after visiting `current`."""
         feasible = current.violation <= dtype_tol(self.viol_tol, current.f.dtype)
         better = feasible & (~state.has_feasible | (current.f < state.best.f))
-        best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), current, state.best)
+        best = tree_where(better, current, state.best)
         more_feasible = (current.l1_violation < state.most_feasible.l1_violation) | (
             (current.l1_violation == state.most_feasible.l1_violation) & (current.f < state.most_feasible.f)
         )
@@ -648,7 +649,7 @@ class SQP(AbstractSolver):
         z_new = jnp.clip(z + radius * xi, problem.lower, problem.upper)
         new_model = _evaluate(problem, z_new, args, state.scale_f, state.scale_c)
         finite = _finite(new_model)
-        new_model = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new_model, state.model)
+        new_model = tree_where(finite, new_model, state.model)
         inf = jnp.asarray(jnp.inf, dtype)
         current = _tracked(new_model, rows, state.scale_f, state.scale_c, inf, state.y_stat * 0)
         violation = current.violation
@@ -780,13 +781,13 @@ class SQP(AbstractSolver):
         new_model = _evaluate(problem, z_new, args, state.scale_f, state.scale_c)
         hit_nonfinite = moved & ~_finite(new_model)
         good = moved & ~hit_nonfinite
-        new_model = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), new_model, model)
+        new_model = tree_where(good, new_model, model)
         # BFGS on the Lagrangian of the penalty subproblem, with the QP's dual y.
         s = new_model.z - model.z
         grad_lag = lambda mdl: mu * mdl.g + mdl.J.T @ y
         first = state.iteration == 0
         H_new = self._update(H, s, grad_lag(new_model) - grad_lag(model), first)
-        H_new = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), H_new, H)
+        H_new = tree_where(good, H_new, H)
         # A QP direction that is not a descent direction means H lost definiteness to
         # rounding: restart from the identity.
         # So does a failed search: the quasi-Newton model no longer predicts φ (typically
@@ -858,14 +859,14 @@ class SQP(AbstractSolver):
         # A problem on which a feasible point was found is never called infeasible.
         stuck = self._stuck(state)
         infeasible = stuck & ~state.has_feasible & (state.escapes >= self.max_escapes)
-        status = jnp.select(
-            [state.nonfinite, converged, unbounded, infeasible, state.stalled],
-            [Status.NONFINITE, Status.CONVERGED, Status.UNBOUNDED, Status.INFEASIBLE, Status.STALLED],
-            Status.MAX_STEPS,
+        # Stuck with a feasible point found (infeasible needs none): STALLED.
+        return first_status(
+            (state.nonfinite, Status.NONFINITE),
+            (converged, Status.CONVERGED),
+            (unbounded, Status.UNBOUNDED),
+            (infeasible, Status.INFEASIBLE),
+            (state.stalled | (stuck & state.has_feasible), Status.STALLED),
         )
-        status = jnp.where(stuck & state.has_feasible & ~converged & ~unbounded & ~state.nonfinite, Status.STALLED, status)
-        done = state.nonfinite | converged | unbounded | infeasible | (stuck & state.has_feasible) | state.stalled
-        return done, status.astype(jnp.int32)
 
     def report(self, problem: FlatProblem, state: SQPState, args: Any) -> Report:
         dtype = problem.dtype
