@@ -14,10 +14,12 @@ jax.config.update("jax_enable_x64", True)
 
 # Property tests: a fixed, derandomised draw by default, so `make test` is reproducible for
 # the hypothesis version in constraints.txt; HYPOTHESIS_PROFILE=explore draws 50 examples a
-# test from a random seed (add --hypothesis-seed=N to repeat one run).
+# test (HYPOTHESIS_EXAMPLES=N: N) from a random seed (--hypothesis-seed=N repeats a run).
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("default", max_examples=4, derandomize=True, **_COMMON)
-settings.register_profile("explore", max_examples=50, derandomize=False, **_COMMON)
+settings.register_profile(
+    "explore", max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 50)), derandomize=False, **_COMMON
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # Let test modules `import problems` (tests/problems.py) wherever pytest is run from.
