@@ -1,7 +1,7 @@
 """Optax gradient transformations that keep parameters feasible.
 
 `projected(inner, projection)` is projected gradient descent with any optax optimiser
-as the step rule (ALGORITHMS.md §5): the parameters after `optax.apply_updates` are
+as the step rule: the parameters after `optax.apply_updates` are
 
     params+ = P(params + u),   u = the updates of `inner`.
 

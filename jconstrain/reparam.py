@@ -1,4 +1,4 @@
-"""Reparameterisations: constraints absorbed into the model (ALGORITHMS.md §6).
+"""Reparameterisations: constraints absorbed into the model.
 
 A `Reparam` maps unconstrained raw parameters onto a set, so that every raw value is
 feasible and any unconstrained optimiser (optax, jc.solve without constraints) can

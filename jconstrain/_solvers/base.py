@@ -107,14 +107,14 @@ def dtype_tol(tol: Float[Array, ""] | float, dtype: Any, floor_eps: float = 100.
     return jnp.maximum(jnp.asarray(tol, dtype), floor_eps * jnp.finfo(dtype).eps)
 
 
-def rounding_level(c: Float[Array, " m"], row_norms: Float[Array, " m"], z: Float[Array, " n"]) -> Float[Array, " m"]:
-    """eps·(|c_i| + ||∇c_i||_∞ ||z||_∞): the rounding error of computed constraint values.
+def rounding_level(c: Float[Array, " m"], terms: Float[Array, " m"]) -> Float[Array, " m"]:
+    """eps·(|c_i| + t_i): the rounding error of computed constraint values, t_i being the
+    size of the terms c_i(z) is summed from (about Σ_j |∂c_i/∂z_j| |z_j|).
 
-    A value c_i(z) summed from terms of size about ||∇c_i||_∞ ||z||_∞ (e.g. Σ w² - 40, or
-    25 - Π w) carries an absolute error of a few eps times those terms, however small
-    c_i itself is: below this level the sign of c_i is not known. Rows with a non-finite
-    value (absent bounds, c = -inf) get 0.
+    A value such as Σ w² - 40 or 25 - Π w carries an absolute error of a few eps times its
+    terms, however small c_i itself is: below this level the sign of c_i is not known.
+    Rows with a non-finite value (absent bounds, c = -inf) get 0.
     """
     eps = jnp.finfo(c.dtype).eps
-    level = eps * (jnp.abs(c) + row_norms * jnp.max(jnp.abs(z), initial=0.0))
+    level = eps * (jnp.abs(c) + terms)
     return jnp.where(jnp.isfinite(level), level, 0.0)

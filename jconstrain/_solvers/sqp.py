@@ -30,10 +30,9 @@ with μ > 0 only ever decreasing. Each iteration:
    y = (μ g+ + J+ᵀŷ) - (μ g + Jᵀŷ), ŷ the QP's dual; H restarts at I if a QP direction is
    not a descent direction (definiteness lost to rounding). The dense update is damped
    twice: Powell's direct rule (sᵀy >= η sᵀH⁻¹s, η = `curvature_damping` = 0.2) keeps
-   H from growing by more than 1/η along s where f and c are (nearly) linear along s;
-   measured on the HS set it took jc.SQP from 84 to 91 of 97 problems (HS69, 87, 97,
-   98, 111, 111LNP, 114: μ no longer collapses), with the nonsmooth Rosenbrock as
-   accurate as before. The inverse rule (`bfgs_damping`) then only guards sᵀy > 0.
+   H from growing by more than 1/η along s where f and c are (nearly) linear along s
+   (otherwise H grows without bound there and μ collapses through steering). The
+   inverse rule (`bfgs_damping`) then only guards sᵀy > 0.
 5. Stationarity (gradient sampling): objective gradients at recent iterates within
    `evaldist` of x and the constraint gradients at x enter the QP
        min ||G_f w + Jᵀλ||²_2   s.t. Σ w = 1, w >= 0, λ_E ∈ [-1, 1]/μ, λ_I ∈ [0, 1]/μ,
@@ -69,7 +68,7 @@ from jconstrain._checks import check_count, check_range
 from jconstrain import _lbfgs as lbfgs
 from jconstrain._bfgs import inverse_update
 from jconstrain._linesearch import SearchStatus, weak_wolfe
-from jconstrain._misc import first_status, tree_where
+from jconstrain._misc import first_status, inf_norm, tree_where
 from jconstrain._problem import FlatProblem
 from jconstrain._solution import Status
 from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol, rounding_level
@@ -565,12 +564,12 @@ class SQP(AbstractSolver):
         near = samples_valid & (jnp.max(jnp.abs(samples_z - model.z), axis=1) <= radius)
         G = jnp.where(near[:, None], samples_g, model.g[None, :])
         # Active: within viol_tol/10 of the boundary, or within the rounding error of the
-        # computed value c_i (`rounding_level`: eps·(|c_i| + ||∇c_i||_∞ ||x||_∞)), below which
-        # c_i < 0 is noise. With the whole viol_tol, a constraint 1.4e-6 short of its bound
-        # (float32, viol_tol 1.2e-5) took part in the multipliers and certified a point 1e-6
-        # off the optimum's kink; without the rounding term, 25 - Π w (float32, value
-        # -2.7e-6 at the optimum, rounding 1.2e-5) was left out and the measure stuck at 0.59.
-        active = jnp.maximum(0.1 * dtype_tol(self.viol_tol, dtype), rounding_level(model.c, jnp.max(jnp.abs(model.J), axis=1), model.z))
+        # computed value c_i (`rounding_level` with terms ||∇c_i||_∞ ||x||_∞), below which
+        # c_i < 0 is noise. (The whole viol_tol would let a constraint just short of its
+        # bound certify a point off the optimum's kink; without the rounding term, an
+        # active 25 - Π w whose float32 value is slightly negative would be left out and
+        # the measure could never reach opt_tol.)
+        active = jnp.maximum(0.1 * dtype_tol(self.viol_tol, dtype), rounding_level(model.c, jnp.max(jnp.abs(model.J), axis=1) * inf_norm(model.z)))
         used = rows.on & (rows.is_eq | (model.c >= -active))
         A = jnp.concatenate([G.T, (model.J * used[:, None]).T], axis=1)  # n x (L + m)
         # The QP in units of μ (Σ w = 1, u = λ ∈ μ⁻¹·box): its accuracy then does not

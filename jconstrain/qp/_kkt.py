@@ -1,7 +1,7 @@
 """The linear algebra of one interior-point iteration: the bordered Newton system.
 
 With D = diag(z / s) on the cone rows and xi = x / tau, one Newton step of the
-homogeneous embedding (see `ipm.py`) solves, for (dx, dy, dz, dtau),
+homogeneous embedding (see `_ipm`) solves, for (dx, dy, dz, dtau),
 
     Q dx + A^T dy + G^T dz + c dtau                         = r1
     A dx                    - b dtau                        = r2
@@ -19,11 +19,10 @@ Clarabel does) keeps the step well defined when M is singular: unbounded directi
 (Q d = 0, A d = 0, G d = 0) and inconsistent equalities are exactly where a dual or
 primal infeasibility certificate must come from.
 
-Measured while choosing this form: with A_ineq^T D A_ineq formed (normal equations)
-the dual residual of 30-200 variable QPs stalled at 1e-8..1e-1 and many hit the
-iteration cap; with Clarabel's two-solve elimination, min x1^2/2 - x2 (unbounded) and
-two inconsistent equalities ran into NaN instead of a certificate; the bordered,
-augmented form solves all of them (KKT residual ~1e-11 before polishing).
+Why this form: with A_ineq^T D A_ineq formed (normal equations) the dual residual
+stalls far above tolerance as D's range grows; with the two-solve elimination an
+unbounded QP (min x1^2/2 - x2) or inconsistent equalities run into NaN instead of a
+certificate. The bordered, augmented form handles both.
 """
 
 from __future__ import annotations
