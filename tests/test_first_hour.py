@@ -68,10 +68,11 @@ BAD = {
     jc.AugmentedLagrangian: dict(
         opt_tol=-1.0, viol_tol=-1.0, rho0=-1.0, rho_growth=0.5, rho_decrease=1.0, rho_min=0.0, rho_max=1.0,
         inner_tol0=0.0, multiplier_max=-1.0, unbounded_below=math.nan, max_steps=-1, inner_max_steps=0,
+        max_escapes=-1,
     ),
     jc.Penalty: dict(
         opt_tol=-1.0, viol_tol=-1.0, rho0=-5.0, rho_growth=1.0, rho_max=1.0, unbounded_below=math.nan,
-        max_steps=-1, inner_max_steps=0,
+        max_steps=-1, inner_max_steps=0, max_escapes=-1,
     ),
     jc.ProjectedGradient: dict(
         opt_tol=-1.0, viol_tol=-1.0, step_min=0.0, step_max=1e-40, armijo=1.0, shrink_min=0.0, shrink_max=1.0,

@@ -16,6 +16,7 @@ import abc
 from typing import Any, ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
@@ -118,3 +119,18 @@ def rounding_level(c: Float[Array, " m"], terms: Float[Array, " m"]) -> Float[Ar
     eps = jnp.finfo(c.dtype).eps
     level = eps * (jnp.abs(c) + terms)
     return jnp.where(jnp.isfinite(level), level, 0.0)
+
+
+def escape_point(
+    z: Float[Array, " n"], k: Int[Array, ""], seed: Int[Array, ""], lower: Array, upper: Array
+) -> Float[Array, " n"]:
+    """The k-th random restart near z (k = 1, 2, ...): z + r ξ clipped to [lower, upper],
+    ξ uniform in [-1, 1]^n (a fixed key folded with `seed`), r = 1e-2 k max(1, ||z||_∞).
+
+    Where an infeasible point is stationary for the violation it may be a saddle or a
+    maximum (e.g. where ∇c = 0): a nearby start whose violation falls shows the way on.
+    """
+    key = jax.random.fold_in(jax.random.PRNGKey(0), seed)
+    xi = jax.random.uniform(key, z.shape, z.dtype, -1.0, 1.0)
+    radius = 1e-2 * jnp.asarray(k, z.dtype) * jnp.maximum(1.0, jnp.max(jnp.abs(z), initial=0.0))
+    return jnp.clip(z + radius * xi, lower, upper)

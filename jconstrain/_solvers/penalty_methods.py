@@ -22,7 +22,9 @@ below `unbounded_below`, the stall test, the statuses and the report:
   and feasible with complementarity, V = max(||c_E||_∞, ||max(c_I, -ν̄/ρ)||_∞) <= viol_tol
   (tolerances never below what rounding lets x certify, `rounding_floors`);
 - INFEASIBLE when ρ is at its cap, V did not fall and x is stationary for the violation
-  (`violation_stationarity`, free of constant constraint scaling);
+  (`violation_stationarity`, free of constant constraint scaling), and `max_escapes`
+  subproblems started from random points nearby (`escape_point`) led back there: a
+  stationary point of the violation may be a saddle or a maximum;
 - UNBOUNDED when f < `unbounded_below` at a feasible point, or the subproblem still runs
   below it at ρ = rho_max; NONFINITE when NaN/Inf leave no finite way on at ρ = rho_max;
 - STALLED when an outer iteration at the final inner tolerance changes nothing (x,
@@ -54,7 +56,7 @@ from jconstrain._problem import (
     split_bound_multipliers,
 )
 from jconstrain._solution import Status
-from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol, rounding_level
+from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol, escape_point, rounding_level
 
 
 def constraint_scales(problem: FlatProblem, z: Float[Array, " n"], args: Any) -> Float[Array, " m"]:
@@ -190,6 +192,7 @@ class PenaltyMethodState(eqx.Module):
     nonfinite: Bool[Array, ""]
     diverged: Bool[Array, ""]
     stalled: Bool[Array, ""]
+    escapes: Int[Array, ""]  # subproblems started near a locally infeasible x so far
 
 
 class _Point(eqx.Module):
@@ -264,6 +267,9 @@ class _PenaltyMethod(AbstractSolver):
         max_steps: outer iterations, each a whole inner minimisation of up to
             `inner_max_steps` optimiser steps: one costs many `jc.SQP` iterations.
         inner_max_steps: iterations of each inner minimisation.
+        max_escapes: before INFEASIBLE is reported, up to this many subproblems started
+            from random points near the stuck x (radius 1e-2, 2e-2, ... times
+            max(1, ||x||_∞)), as `jc.SQP` does.
         optimizer: the optax optimiser of the inner minimisation (default L-BFGS).
     """
 
@@ -279,6 +285,7 @@ class _PenaltyMethod(AbstractSolver):
     unbounded_below: float = -1e20
     max_steps: int = eqx.field(default=50, static=True)
     inner_max_steps: int = eqx.field(default=500, static=True)
+    max_escapes: int = eqx.field(default=3, static=True)
     optimizer: optax.GradientTransformation | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
@@ -292,6 +299,7 @@ class _PenaltyMethod(AbstractSolver):
         check_range(where("unbounded_below"), self.unbounded_below, -jnp.inf, jnp.inf)
         check_count(where("max_steps"), self.max_steps, 0)
         check_count(where("inner_max_steps"), self.inner_max_steps, 1)
+        check_count(where("max_escapes"), self.max_escapes, 0)
 
     # ------------------------------------------------------------- what a method says
 
@@ -366,6 +374,7 @@ class _PenaltyMethod(AbstractSolver):
             nonfinite=~point.finite(),
             diverged=jnp.asarray(False),
             stalled=jnp.asarray(False),
+            escapes=jnp.asarray(0, jnp.int32),
         )
 
     def _first_kkt_violation(self, point: _Point) -> Array:
@@ -384,9 +393,11 @@ class _PenaltyMethod(AbstractSolver):
             return problem.objective(z, args) + self._terms(c_eq, c_ineq, lam_bar, nu_bar, rho)
 
         grad_f = jax.grad(lambda z: problem.objective(z, args))(state.z)
+        escape = self._locally_infeasible(problem, state) & (state.escapes < self.max_escapes)
+        nearby = escape_point(state.z, state.escapes + 1, state.escapes, problem.lower, problem.upper)
         result = minimise(
             merit,
-            state.z,
+            jnp.where(escape, nearby, state.z),
             self._optimizer(),
             jnp.where(active, self.inner_max_steps, 0),
             state.inner_tol * jnp.maximum(1.0, inf_norm(grad_f)),
@@ -424,6 +435,7 @@ class _PenaltyMethod(AbstractSolver):
         stuck_at_max = at_max & (state.step_norm == 0) & (state.evaluations > 1)
         stalled = (step_norm == 0) & (new_rho == rho) & (state.inner_tol <= floor) & (unchanged | stuck_at_max)
         evaluations = state.evaluations + result.evaluations + 2
+        escapes = state.escapes + escape.astype(jnp.int32)
         inner_iterations = state.inner_iterations + result.iterations
         accepted = PenaltyMethodState(
             z=z,
@@ -448,6 +460,7 @@ class _PenaltyMethod(AbstractSolver):
             nonfinite=met_nonfinite & (step_norm == 0) & at_max,
             diverged=jnp.asarray(False),
             stalled=stalled,
+            escapes=escapes,
         )
         # Rejected: non-finite values at z, a rejected non-finite run, or the subproblem
         # run below `unbounded_below` at an infeasible point (ρ too small to hold f). x
@@ -457,7 +470,7 @@ class _PenaltyMethod(AbstractSolver):
         rejected = ~finite | (ran_off & ~unbounded)
         finite_run_off = finite & ~run_nonfinite
         kept = eqx.tree_at(
-            lambda s: (s.rho, s.evaluations, s.inner_iterations, s.step_norm, s.nonfinite, s.diverged),
+            lambda s: (s.rho, s.evaluations, s.inner_iterations, s.step_norm, s.nonfinite, s.diverged, s.escapes),
             state,
             (
                 self._raise(rho),
@@ -466,29 +479,47 @@ class _PenaltyMethod(AbstractSolver):
                 jnp.zeros((), dtype),
                 at_max & ~finite_run_off,
                 at_max & finite_run_off,
+                escapes,
             ),
         )
         return tree_where(rejected, kept, accepted)
 
-    def terminate(self, problem: FlatProblem, state: PenaltyMethodState, args: Any):
-        dtype = problem.dtype
-        # Tolerances never below what rounding lets z certify (`rounding_floors`).
+    def _tolerances(self, dtype: Any, state: PenaltyMethodState) -> tuple[Array, Array]:
+        """(opt_tol, viol_tol) in effect at the state: never below what rounding lets z
+        certify (`rounding_floors`) or the dtype can reach."""
         opt_tol = dtype_tol(self.opt_tol, dtype)
-        viol_tol = jnp.maximum(dtype_tol(self.viol_tol, dtype), state.floors.violation)
+        return opt_tol, jnp.maximum(dtype_tol(self.viol_tol, dtype), state.floors.violation)
+
+    def _locally_infeasible(self, problem: FlatProblem, state: PenaltyMethodState) -> Bool[Array, ""]:
+        """x infeasible and stationary for the violation, V no longer falling at ρ_max.
+
+        Only a point stationary for the violation counts: stationary for the subproblem,
+        or stalled at ρ_max, may also mean ρ_max is too small for badly scaled constraints.
+        """
+        opt_tol, viol_tol = self._tolerances(problem.dtype, state)
+        return (
+            ~(state.violation <= viol_tol)
+            & (state.rho >= self.rho_max)
+            & state.not_falling
+            & (state.violation_stationarity <= opt_tol)
+        )
+
+    def terminate(self, problem: FlatProblem, state: PenaltyMethodState, args: Any):
+        opt_tol, viol_tol = self._tolerances(problem.dtype, state)
         feasible = state.violation <= viol_tol
         stationary = state.stationarity <= jnp.maximum(opt_tol, state.floors.stationarity)
         converged = (state.kkt_violation <= viol_tol) & feasible & stationary
         unbounded = (feasible & (state.f < self.unbounded_below)) | state.diverged
-        # Only a point stationary for the violation is called infeasible: stationary for
-        # the subproblem or stalled at ρ_max may also mean ρ_max is too small for badly
-        # scaled constraints.
-        infeasible = ~feasible & (state.rho >= self.rho_max) & state.not_falling & (state.violation_stationarity <= opt_tol)
+        # INFEASIBLE once the restarts nearby (`step`'s escapes) are spent; until then a
+        # stall there is not final either.
+        locally_infeasible = self._locally_infeasible(problem, state)
+        escapes_left = state.escapes < self.max_escapes
         return first_status(
             (state.nonfinite, Status.NONFINITE),
             (converged, Status.CONVERGED),
             (unbounded, Status.UNBOUNDED),
-            (infeasible, Status.INFEASIBLE),
-            (state.stalled, Status.STALLED),
+            (locally_infeasible & ~escapes_left, Status.INFEASIBLE),
+            (state.stalled & ~(locally_infeasible & escapes_left), Status.STALLED),
         )
 
     def report(self, problem: FlatProblem, state: PenaltyMethodState, args: Any) -> Report:

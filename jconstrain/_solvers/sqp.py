@@ -71,7 +71,7 @@ from jconstrain._linesearch import SearchStatus, weak_wolfe
 from jconstrain._misc import first_status, inf_norm, tree_where
 from jconstrain._problem import FlatProblem
 from jconstrain._solution import Status
-from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol, rounding_level
+from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol, escape_point, rounding_level
 
 STATIONARITY_QP_STEPS = 50  # interior-point steps of the stationarity QP (finished members: 0)
 
@@ -633,19 +633,14 @@ class SQP(AbstractSolver):
         )
 
     def _escape(self, problem: FlatProblem, state: SQPState, args: Any) -> SQPState:
-        """Restart from a random point near a stuck infeasible iterate (H ← I).
-
-        The k-th escape (k = 1, 2, ...) samples z + r ξ, ξ uniform in [-1, 1]^n (a fixed
-        key folded with the iteration count), r = 1e-2 k max(1, ||z||_∞), clipped to the
-        bounds. Best and most-feasible tracking carry on, so nothing found is lost.
+        """Restart from a random point near a stuck infeasible iterate (H ← I): the k-th
+        escape starts from `escape_point` (seeded by the iteration count). Best and
+        most-feasible tracking carry on, so nothing found is lost.
         """
         dtype = problem.dtype
         rows = _rows(problem)
         z = state.model.z
-        key = jax.random.fold_in(jax.random.PRNGKey(0), state.iteration)
-        xi = jax.random.uniform(key, z.shape, dtype, -1.0, 1.0)
-        radius = 1e-2 * (state.escapes + 1).astype(dtype) * jnp.maximum(1.0, jnp.max(jnp.abs(z), initial=0.0))
-        z_new = jnp.clip(z + radius * xi, problem.lower, problem.upper)
+        z_new = escape_point(z, state.escapes + 1, state.iteration, problem.lower, problem.upper)
         new_model = _evaluate(problem, z_new, args, state.scale_f, state.scale_c)
         finite = _finite(new_model)
         new_model = tree_where(finite, new_model, state.model)

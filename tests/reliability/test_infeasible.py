@@ -16,6 +16,7 @@ answers on the same suite are in `benchmarks/infeasible.py`.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -87,12 +88,37 @@ def test_feasible_hard_problem_is_solved_not_called_infeasible(solver, case):
     np.testing.assert_allclose(x, case.x_star, rtol=0, atol=case.x_tol)
 
 
+# Feasible problems started where the violation is stationary but not minimal: x0 = 0
+# is a maximum of the violation of ||x||² >= 1 (and of ||x||² = 1), where ∇c = 0 and
+# ∇f = 0 too, so no first-order information leads on.
+SADDLE_STARTS = {
+    "outside-the-unit-ball": (
+        jc.Problem(objective=lambda x, a: jnp.sum(x**2), ineq=lambda x, a: 1.0 - jnp.sum(x**2)),
+        jnp.zeros(2),
+    ),
+    "on-the-unit-sphere": (
+        jc.Problem(objective=lambda x, a: jnp.sum(x**2), eq=lambda x, a: jnp.sum(x**2) - 1.0),
+        jnp.zeros(3),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SADDLE_STARTS))
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_start_at_a_stationary_point_of_the_violation_is_not_infeasible(solver, case):
+    """CONVERGED at a point of the unit sphere (f* = 1), not INFEASIBLE at x0: the solvers'
+    restarts nearby (`max_escapes`) find the violation falling away from x0."""
+    problem, x0 = SADDLE_STARTS[case]
+    sol = jc.solve(problem, x0, cases.SOLVERS[solver])
+    assert status_name(sol) == "CONVERGED", sol.summary()
+    assert abs(float(jnp.sum(sol.x**2)) - 1.0) <= 1e-6
+    assert abs(float(sol.f) - 1.0) <= 1e-6
+
+
 def test_projected_gradient_incompatible_projection_and_bounds():
     """ProjectedGradient: the simplex {x >= 0, Σx = 1} in R² with bounds x >= 0.6 has no
     point; the clipped projection's fixed point lies off the simplex: INFEASIBLE, with
     stats.violation = its distance to the set (0.1 at x = (0.6, 0.6), ∞-norm)."""
-    import jax.numpy as jnp
-
     problem = jc.Problem(objective=lambda x, a: jnp.sum(x**2), bounds=(0.6, 1.0))
     solver = jc.ProjectedGradient(projection=jc.projections.simplex())
     sol = jc.solve(problem, jnp.array([0.9, 0.7]), solver)
