@@ -24,7 +24,8 @@ tolerance controls the KKT residual directly. The method stops with
   violation w = (c_E, max(c_I, 0)): the violated rows' gradients cancel (Jᵀw ≈ 0
   relative to their size) or have vanished relative to their size at x0, to opt_tol
   (`penalty_methods.violation_stationarity`, free of constant constraint scaling: a constraint
-  scaled by 1e-6 does not make x look stationary);
+  scaled by 1e-6 does not make x look stationary), and `max_escapes` subproblems started
+  from random points nearby led back (x may be a saddle of the violation);
 - UNBOUNDED when f < `unbounded_below` at a feasible point, or when L_ρ at ρ = rho_max
   still runs below `unbounded_below` (x is then the last accepted point);
 - NONFINITE when the subproblem meets NaN/Inf even at ρ = rho_max;
@@ -70,6 +71,7 @@ class AugmentedLagrangian(_PenaltyMethod):
             minimisation of up to `inner_max_steps` optimiser steps: one ALM iteration
             costs many `jc.SQP` iterations.
         inner_max_steps: iterations of each inner minimisation.
+        max_escapes: restarts near a locally infeasible x before INFEASIBLE.
         optimizer: the optax optimiser of the inner minimisation (default L-BFGS).
         rho_decrease: V must fall below this fraction of the previous V to keep ρ.
         rho_min: the smallest value a raise gives ρ (so that ρ0 = 0 can grow).

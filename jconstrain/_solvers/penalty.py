@@ -7,7 +7,7 @@ by default), then, while the violation V exceeds `viol_tol`, multiplies ρ by
 min(rho_growth, 4 V / viol_tol): the violation of a minimiser of P_ρ falls like |λ|/ρ, so
 near the tolerance ρ grows only as far as that law needs to land at viol_tol / 4, not by a
 full `rho_growth` into needless ill-conditioning (at ρ ~ 1e10 rounding in ρ c alone can
-hold ||∇P_ρ|| above opt_tol: a random QP with |λ| = 11 and viol_tol = 1e-8 stalled there).
+hold ||∇P_ρ|| above opt_tol).
 The margin keeps f accurate too: its error is about |λ| V.
 Bounds are treated as inequality constraints l - x <= 0, x - u <= 0.
 
@@ -17,8 +17,9 @@ stationarity measure is ||∇_x L||_∞ / max(1, ||∇f||_∞) = ||∇P_ρ||_∞
 Statuses: CONVERGED when feasible (viol_tol) and stationary (opt_tol); INFEASIBLE at
 ρ = rho_max when x is infeasible and stationary for the violation w = (c_E, max(c_I, 0))
 to opt_tol (`violation_stationarity`, free of constant constraint scaling; at a
-minimiser of P_ρ, Jᵀw = -∇f/ρ): x is then a least-violation point of ½||w||² (bounds
-counted as soft rows); UNBOUNDED when f < `unbounded_below` at a
+minimiser of P_ρ, Jᵀw = -∇f/ρ) and `max_escapes` subproblems started from random
+points nearby led back: x is then a least-violation point of ½||w||² (bounds counted as
+soft rows); UNBOUNDED when f < `unbounded_below` at a
 feasible point, or when P_ρ still runs below it at ρ = rho_max; NONFINITE when NaN/Inf
 leave no finite way on at ρ = rho_max; STALLED when nothing can change (e.g. at ρ_max
 with a constraint scaled so small that ρ_max cannot enforce it); else MAX_STEPS.
@@ -60,6 +61,7 @@ class Penalty(_PenaltyMethod):
             of up to `inner_max_steps` optimiser steps: one costs many `jc.SQP`
             iterations.
         inner_max_steps: iterations of each inner minimisation.
+        max_escapes: restarts near a locally infeasible x before INFEASIBLE.
         optimizer: the optax optimiser of the inner minimisation (default L-BFGS).
     """
 
