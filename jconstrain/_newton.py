@@ -24,6 +24,10 @@ One update at z, with g = ∇f(z) and H = ∇²f(z) (`jax.hessian`, symmetrised)
    gᵀp and f(z + t p) has its minimiser below t / 10 (a step many times too long);
    NaN/Inf values halve t. After `max_backtracks` failed trials the update is zero and
    the inner loop stops there.
+   Where rounding hides the decrease (the predicted -gᵀp below 10 eps |f(z)|, typical
+   of a penalty term ρ c² with large ρ near its minimiser) the full step is also
+   accepted if f(z + p) <= f(z) + 10 eps |f(z)| and ||∇f(z + p)||_∞ < ||∇f(z)||_∞:
+   progress the values cannot show is measured by the gradient.
 
 The state caches f and ∇f at the accepted point (optax's `value`/`grad` convention,
 as `optax.lbfgs`), so callers that use `optax.value_and_grad_from_state` evaluate once.
@@ -144,17 +148,23 @@ def _armijo(
     p: Float[Array, " n"],
     c1: float,
     max_backtracks: int,
+    grad_norm: Float[Array, ""],
 ):
-    """(t, f(z + t p), ∇f(z + t p), trials) for the first t meeting Armijo's condition;
-    t = 0 when none of the `max_backtracks` + 1 trials does (f and ∇f are then the last
-    trial's, which the caller discards)."""
+    """(t, f(z + t p), ∇f(z + t p), trials) for the first t meeting Armijo's condition
+    (or, for t = 1 where rounding hides the decrease, the gradient test of the module
+    docstring); t = 0 when none of the `max_backtracks` + 1 trials does (f and ∇f are
+    then the last trial's, which the caller discards)."""
+    noise = 10.0 * jnp.finfo(z.dtype).eps * jnp.abs(value)
+    hidden = -slope <= noise  # the predicted decrease is below the values' rounding
 
-    def sufficient(t, v):
-        return v <= value + c1 * t * slope  # False for NaN
+    def sufficient(t, v, g):
+        armijo = v <= value + c1 * t * slope  # False for NaN
+        by_gradient = hidden & (t == 1.0) & (v <= value + noise) & (jnp.max(jnp.abs(g), initial=0.0) < grad_norm)
+        return armijo | by_gradient
 
     def cond(carry):
-        j, t, v, _ = carry
-        return (j < max_backtracks) & ~sufficient(t, v)
+        j, t, v, g = carry
+        return (j < max_backtracks) & ~sufficient(t, v, g)
 
     def body(carry):
         j, t, v, _ = carry
@@ -167,7 +177,7 @@ def _armijo(
     one = jnp.ones((), z.dtype)
     v1, g1 = value_and_grad(z + p)
     j, t, v, g = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), one, v1, g1))
-    return jnp.where(sufficient(t, v), t, 0.0), v, g, j + 1
+    return jnp.where(sufficient(t, v, g), t, 0.0), v, g, j + 1
 
 
 def newton(
@@ -213,7 +223,9 @@ def newton(
             value = flat_fn(flat)
         g = ravel_pytree(updates if grad is None else grad)[0]
         p = _capped(newton_direction(jax.hessian(flat_fn)(flat), g), flat, max_step)
-        t, v, g_new, trials = _armijo(value_and_grad, flat, value, g @ p, p, c1, max_backtracks)
+        t, v, g_new, trials = _armijo(
+            value_and_grad, flat, value, g @ p, p, c1, max_backtracks, jnp.max(jnp.abs(g), initial=0.0)
+        )
         moved = t > 0
         new_state = NewtonState(
             value=jnp.where(moved, v, value),

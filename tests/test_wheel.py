@@ -55,7 +55,7 @@ def test_wheel_installs_in_a_fresh_venv_and_solves_hs71(tmp_path):
         (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         metadata = zf.read(meta).decode()
     assert "jconstrain/py.typed" in names
-    assert "jconstrain/qp/ipm.py" in names  # subpackages ship
+    assert "jconstrain/qp/_ipm.py" in names  # subpackages ship
     assert not any(n.startswith(("tests/", "notebooks/", "benchmarks/", "docs/")) for n in names)
     assert "Classifier: Typing :: Typed" in metadata
     assert "Requires-Python: >=3.11" in metadata
