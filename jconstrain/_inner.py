@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int
 
+from jconstrain._misc import inf_norm
+
 
 class InnerResult(eqx.Module):
     """Where the inner minimisation stopped."""
@@ -120,7 +122,7 @@ def minimise(
     value, grad = jax.value_and_grad(fn)(z0)
 
     def small(grad):
-        return jnp.max(jnp.abs(grad), initial=0.0) <= tol
+        return inf_norm(grad) <= tol
 
     def cond(carry):
         k, z, _, value, grad, moved, _, bad = carry
@@ -139,7 +141,6 @@ def minimise(
             # gave up, e.g. on NaN at every trial): probe along -∇ (length max(1, ||z||_∞))
             # for any finite point; none there either means no finite way on.
             stuck = ~nonfinite & jnp.all(z_new == z) & ~small(grad)
-            inf_norm = lambda v: jnp.max(jnp.abs(v), initial=0.0)
             probe = -grad * jnp.maximum(1.0, inf_norm(z)) / jnp.maximum(inf_norm(grad), jnp.finfo(z.dtype).tiny)
             direction = jnp.where(stuck, probe, jnp.where(jnp.isfinite(updates), updates, 0.0))
             found, z_b, v_b, g_b, tries = _backtrack_to_finite(

@@ -47,6 +47,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int
 
 from jconstrain._checks import check_count, check_range
+from jconstrain._misc import inf_norm
 
 
 class NewtonState(eqx.Module):
@@ -135,7 +136,6 @@ def newton_direction(H: Float[Array, "n n"], g: Float[Array, " n"]) -> Float[Arr
 
 def _capped(p: Float[Array, " n"], z: Float[Array, " n"], max_step: float) -> Float[Array, " n"]:
     """p scaled back to ||p||_∞ <= max_step · max(1, ||z||_∞) where it is longer."""
-    inf_norm = lambda v: jnp.max(jnp.abs(v), initial=0.0)
     longest = max_step * jnp.maximum(1.0, inf_norm(z))
     return p * jnp.minimum(1.0, longest / jnp.maximum(inf_norm(p), jnp.finfo(p.dtype).tiny))
 
@@ -159,7 +159,7 @@ def _armijo(
 
     def sufficient(t, v, g):
         armijo = v <= value + c1 * t * slope  # False for NaN
-        by_gradient = hidden & (t == 1.0) & (v <= value + noise) & (jnp.max(jnp.abs(g), initial=0.0) < grad_norm)
+        by_gradient = hidden & (t == 1.0) & (v <= value + noise) & (inf_norm(g) < grad_norm)
         return armijo | by_gradient
 
     def cond(carry):
@@ -224,7 +224,7 @@ def newton(
         g = ravel_pytree(updates if grad is None else grad)[0]
         p = _capped(newton_direction(jax.hessian(flat_fn)(flat), g), flat, max_step)
         t, v, g_new, trials = _armijo(
-            value_and_grad, flat, value, g @ p, p, c1, max_backtracks, jnp.max(jnp.abs(g), initial=0.0)
+            value_and_grad, flat, value, g @ p, p, c1, max_backtracks, inf_norm(g)
         )
         moved = t > 0
         new_state = NewtonState(

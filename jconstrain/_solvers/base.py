@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import _implicit as implicit
+from jconstrain._misc import inf_norm
 from jconstrain._problem import FlatProblem
 
 
@@ -132,5 +133,5 @@ def escape_point(
     """
     key = jax.random.fold_in(jax.random.PRNGKey(0), seed)
     xi = jax.random.uniform(key, z.shape, z.dtype, -1.0, 1.0)
-    radius = 1e-2 * jnp.asarray(k, z.dtype) * jnp.maximum(1.0, jnp.max(jnp.abs(z), initial=0.0))
+    radius = 1e-2 * jnp.asarray(k, z.dtype) * jnp.maximum(1.0, inf_norm(z))
     return jnp.clip(z + radius * xi, lower, upper)

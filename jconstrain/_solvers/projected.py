@@ -87,7 +87,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from jconstrain import _implicit as implicit
 from jconstrain._checks import check_count, check_range
-from jconstrain._misc import first_status, tree_where
+from jconstrain._misc import first_status, inf_norm, tree_where
 from jconstrain._problem import FlatProblem, variables
 from jconstrain._solution import Status
 from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol
@@ -162,10 +162,6 @@ def _check_projection(problem: FlatProblem, projection: Any, z0: Array) -> None:
             f"and shapes; x0 has {want} with shapes {shapes_in}, the projection returned "
             f"{got} with shapes {shapes_out}."
         )
-
-
-def _max_abs(v: Array) -> Array:
-    return jnp.max(jnp.abs(v), initial=0.0)
 
 
 class ProjectedGradient(AbstractSolver):
@@ -243,10 +239,10 @@ class ProjectedGradient(AbstractSolver):
         composed projection clip(P_C(·)) that lies off C (set and bounds incompatible)
         shows a violation.
         """
-        scale = jnp.maximum(1.0, _max_abs(g))
-        stationarity = _max_abs(z - project(z - g)) / scale
+        scale = jnp.maximum(1.0, inf_norm(g))
+        stationarity = inf_norm(z - project(z - g)) / scale
         on_set = flat_projection(problem, self.projection, clip=False)
-        violation = jnp.maximum(_max_abs(z - on_set(z)), _max_abs(z - project(z)))
+        violation = jnp.maximum(inf_norm(z - on_set(z)), inf_norm(z - project(z)))
         return stationarity.astype(problem.dtype), violation.astype(problem.dtype)
 
     def _converged(self, problem: FlatProblem, stationarity: Array, violation: Array) -> Array:
@@ -271,7 +267,7 @@ class ProjectedGradient(AbstractSolver):
         stationarity, violation = self._measures(problem, project, z, g)
         if warm_start is None:
             # BMR: λ_0 = 1 / ||P(z_0 - g_0) - z_0||_∞, safeguarded.
-            residual = _max_abs(z - project(z - g))
+            residual = inf_norm(z - project(z - g))
             lam = jnp.where(residual > 0, 1.0 / jnp.where(residual > 0, residual, 1.0), self.step_max)
         else:
             lam = warm_start.lam
@@ -351,7 +347,7 @@ class ProjectedGradient(AbstractSolver):
         lam = jnp.clip(bb, self.step_min, self.step_max).astype(dtype)
 
         stationarity, violation = self._measures(problem, project, w, gw)
-        step_norm = _max_abs(s)
+        step_norm = inf_norm(s)
         k = state.k + 1
         history = state.f_history.at[k % self.memory].set(fw)
         better = (fw <= state.best_f) | self._converged(problem, stationarity, violation)

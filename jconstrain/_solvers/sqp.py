@@ -546,7 +546,7 @@ class SQP(AbstractSolver):
 
     def _radius(self, z: Array) -> Array:
         """The sampling radius evaldist·max(1, ||z||_∞), at least 10 eps of the dtype."""
-        scale = jnp.maximum(1.0, jnp.max(jnp.abs(z), initial=0.0))
+        scale = jnp.maximum(1.0, inf_norm(z))
         return dtype_tol(self.evaldist, z.dtype, 10.0) * scale
 
     def _stationarity(self, model, rows, mu, samples_z, samples_g, samples_valid, max_iter=STATIONARITY_QP_STEPS):
@@ -593,10 +593,10 @@ class SQP(AbstractSolver):
         w = w / jnp.where(total > 0, total, 1.0)
         lam_all = x[L:] * used
         combination = G.T @ w + model.J.T @ lam_all
-        scale = jnp.maximum(1.0, jnp.max(jnp.abs(model.g), initial=0.0))
-        measure = jnp.max(jnp.abs(combination), initial=0.0) / scale
+        scale = jnp.maximum(1.0, inf_norm(model.g))
+        measure = inf_norm(combination) / scale
         # Fall back to the single-sample measure (no multipliers) when the QP fails.
-        single = jnp.max(jnp.abs(model.g), initial=0.0) / scale
+        single = inf_norm(model.g) / scale
         usable = (sol.status == qp.QPStatus.SOLVED) | (sol.status == qp.QPStatus.MAX_ITER)
         ok = usable & (total > 0) & jnp.isfinite(measure)
         measure = jnp.where(ok, jnp.minimum(measure, single), single)
@@ -669,7 +669,7 @@ class SQP(AbstractSolver):
                 most_feasible,
                 state.has_feasible | feasible,
                 jnp.zeros((), dtype),
-                jnp.max(jnp.abs(new_model.z - z), initial=0.0),
+                inf_norm(new_model.z - z),
                 state.iteration + 1,
                 state.evaluations + 1,
                 jnp.zeros((), jnp.int32),
@@ -742,8 +742,8 @@ class SQP(AbstractSolver):
         noise = 10 * jnp.finfo(dtype).eps * (mu * jnp.abs(model.f) + v)
         # Expansion stops at a step of 1e3·max(1, ||z||_∞): a merit function still
         # falling there looks unbounded below along d.
-        d_norm = jnp.max(jnp.abs(d), initial=0.0)
-        z_norm = jnp.maximum(1.0, jnp.max(jnp.abs(model.z), initial=0.0))
+        d_norm = inf_norm(d)
+        z_norm = jnp.maximum(1.0, inf_norm(model.z))
         t_max = jnp.maximum(1.0, 1e3 * z_norm / jnp.maximum(d_norm, jnp.finfo(dtype).tiny))
         if problem.has_bounds:
             # The QP keeps z + d inside the bounds; expanding stops where the box does.
@@ -787,13 +787,11 @@ class SQP(AbstractSolver):
         # So does a failed search: the quasi-Newton model no longer predicts φ (typically
         # H has grown huge along directions of little curvature).
         restart = (qp_ok & ~(decrease < 0) & jnp.any(d != 0)) | ~good | steering_exhausted
-        H_new = jax.tree_util.tree_map(
-            lambda a, b: jnp.where(restart, a, b), self._identity(problem.n, dtype), H_new
-        )
+        H_new = tree_where(restart, self._identity(problem.n, dtype), H_new)
         # A failed search halves μ (PyGRANSO's retry), and counts towards STALLED.
         mu_new = jnp.where(good, mu, 0.5 * mu)
-        step_norm = jnp.max(jnp.abs(z_new - model.z), initial=0.0)
-        tiny_step = step_norm <= self.step_tol * jnp.maximum(1.0, jnp.max(jnp.abs(model.z), initial=0.0))
+        step_norm = inf_norm(z_new - model.z)
+        tiny_step = step_norm <= self.step_tol * jnp.maximum(1.0, inf_norm(model.z))
         # Failed searches and negligible steps both count towards STALLED.
         search_failures = jnp.where(good & ~tiny_step, 0, state.search_failures + 1)
         # ... or towards NONFINITE when NaN/Inf is in the way: at the accepted point, or,
