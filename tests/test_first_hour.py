@@ -34,15 +34,9 @@ F_STAR = 17.0140173
 @pytest.mark.slow
 @pytest.mark.parametrize("solver", [jc.SQP(), jc.AugmentedLagrangian(), jc.Penalty()], ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("case", ["readme", "hs71"])
-def test_float32_readme_and_hs71_converge(solver, case, request):
+def test_float32_readme_and_hs71_converge(solver, case):
     """Without x64 in effect for the data (float32 x0), under jit: CONVERGED, x float32,
     f within 1e-5 relative of f* (float32 accuracy), violation within 1e-4."""
-    if case == "hs71" and isinstance(solver, jc.SQP):
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=
-            "open: HS71 as a plain float32 array ends STALLED at f = 17.014019 (stationarity "
-            "4.6e-5 > 1.2e-5): after μ falls to 2.6e-6 the stationarity QP (dual box 1/μ) "
-            "ends NONFINITE in float32; accepting its last iterate broke test_rosenbrock_float32"
-        ))
     if case == "readme":
         problem, x0, args = README, {"w": jnp.array([1.0, 5.0, 5.0, 1.0], F32)}, F32(40.0)
     else:

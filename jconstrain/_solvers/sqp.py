@@ -466,9 +466,11 @@ class SQP(AbstractSolver):
             jnp.where(rows.on & ~rows.is_eq, model.c < -1e-6, True)
         )
         may_steer = ~strictly_feasible_ineq_only
-        # Reductions are compared up to 1e-2·viol_tol, so violations at rounding level
-        # give no reason to steer, while a step that would leave a feasible point does.
-        slack = 1e-2 * self.viol_tol
+        # Reductions are compared up to 1e-2·viol_tol (of the dtype) plus the rounding error
+        # of the computed c (terms Σ_j |J_ij||z_j|), so violations at rounding level give no
+        # reason to steer, while a step that would leave a feasible point does.
+        noise = jnp.sum(rounding_level(model.c, jnp.abs(model.J) @ jnp.abs(model.z)) * rows.on)
+        slack = 1e-2 * dtype_tol(self.viol_tol, dtype) + noise
 
         def insufficient(d, l_ref):
             return self._linear_reduction(model, rows, d, v) < self.c_viol * jnp.minimum(v, l_ref) - slack
@@ -595,10 +597,12 @@ class SQP(AbstractSolver):
         combination = G.T @ w + model.J.T @ lam_all
         scale = jnp.maximum(1.0, inf_norm(model.g))
         measure = inf_norm(combination) / scale
-        # Fall back to the single-sample measure (no multipliers) when the QP fails.
+        # Any feasible (w, λ) bounds the measure from above, so the QP's last finite iterate
+        # serves even when its status is not SOLVED (in float32 the interior point can break
+        # down near a degenerate optimum; the iterate it returns is the last finite one).
+        # Fall back to the single-sample measure (no multipliers) when there is none.
         single = inf_norm(model.g) / scale
-        usable = (sol.status == qp.QPStatus.SOLVED) | (sol.status == qp.QPStatus.MAX_ITER)
-        ok = usable & (total > 0) & jnp.isfinite(measure)
+        ok = (total > 0) & jnp.isfinite(measure)
         measure = jnp.where(ok, jnp.minimum(measure, single), single)
         measure = jnp.where(mu > 0, measure, jnp.inf)
         lam = jnp.where(ok & (measure < single), lam_all, 0.0)
