@@ -12,7 +12,7 @@ a `jc.FlatProblem` and returns a `jc.Report` (and `jc.Progress` rows for `verbos
 from jconstrain._fold import fold
 from jconstrain._newton import newton
 from jconstrain._problem import FlatProblem, Problem
-from jconstrain._solution import Multipliers, Solution, Stats, Status
+from jconstrain._solution import Multipliers, Solution, Stats, Status, StopCause
 from jconstrain._solve import solve
 from jconstrain._transforms import projected
 from jconstrain import batch, projections, qp, reparam, train
@@ -40,6 +40,7 @@ __all__ = [
     "Solution",
     "Stats",
     "Status",
+    "StopCause",
     "batch",
     "fold",
     "newton",

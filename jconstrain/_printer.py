@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jconstrain._solution import Status, status_name
+from jconstrain._solution import Status, StopCause, cause_name, status_name
 
 _COLUMNS = ("iter", "f", "violation", "stationarity", "step", "{penalty}")
 _WIDTHS = (6, 14, 11, 13, 10, 10)
@@ -89,21 +89,24 @@ def row(iteration, f, violation, stationarity, step, penalty, active=True):
     return _passed_through(_print, iteration, f, violation, stationarity, step, penalty, active)
 
 
-def summary(status, iterations, f, violation):
-    """Print the final line: the status in words, with the key figures; returns `status`
-    (thread it on). Under `jax.vmap`: one line per member (`#i`, in order), then a
-    count of the statuses, e.g. `64 solves: 62 CONVERGED, 2 MAX_STEPS`."""
+def summary(status, iterations, f, violation, cause=0):
+    """Print the final line: the status in words (for STALLED with its `StopCause`), with
+    the key figures; returns `status` (thread it on). Under `jax.vmap`: one line per
+    member (`#i`, in order), then a count of the statuses, e.g.
+    `64 solves: 62 CONVERGED, 2 MAX_STEPS`."""
 
-    def _print(code, it, f, v) -> None:
-        members = _members(code, it, f, v)
-        for member, c, i, fv, vv in members:
+    def _print(code, it, f, v, why) -> None:
+        members = _members(code, it, f, v, why)
+        for member, c, i, fv, vv, w in members:
             name = status_name(int(c))
             words = Status(int(c)).description if name in Status.__members__ else name
+            if int(w) in StopCause.__members__.values() and int(w) != StopCause.NONE:
+                words += f" [{cause_name(int(w))}: {StopCause(int(w)).description}]"
             print(f"{_label(member)}{name}: {words}; {int(i)} iterations, f = {float(fv):.8e}, violation = {float(vv):.2e}")
         if members[0][0] is not None:
             print(count_statuses([m[1] for m in members]))
 
-    return _passed_through(_print, status, iterations, f, violation)
+    return _passed_through(_print, status, iterations, f, violation, jnp.asarray(cause, jnp.int32))
 
 
 def count_statuses(codes) -> str:

@@ -51,6 +51,55 @@ _DESCRIPTIONS = {
 }
 
 
+class StopCause(enum.IntEnum):
+    """Which test ended a STALLED run (`sol.stats.stop_cause`); NONE for every other status.
+
+    - NONE: not stalled (the status says what happened).
+    - LINE_SEARCH: no trial point along the search direction decreased the merit
+      function enough, `max_search_failures` iterations running (SQP, ProjectedGradient).
+    - SMALL_STEP: the accepted steps were below `step_tol` (relative), or zero.
+    - QP_FAILED: the direction's QP failed and the fallback direction made no progress.
+    - VIOLATION_STATIONARY: an infeasible iterate became stationary for the violation
+      after a feasible point had been found (SQP; that point is returned).
+    - NO_CHANGE: an outer iteration at the final inner tolerance changed nothing
+      (ALM, Penalty).
+    - PENALTY_LIMIT: as NO_CHANGE, with the penalty parameter at its limit (ρ = rho_max)
+      while the constraints are still violated: a larger rho_max or rescaled
+      constraints may help.
+    """
+
+    NONE = 0
+    LINE_SEARCH = 1
+    SMALL_STEP = 2
+    QP_FAILED = 3
+    VIOLATION_STATIONARY = 4
+    NO_CHANGE = 5
+    PENALTY_LIMIT = 6
+
+    @property
+    def description(self) -> str:
+        return _CAUSES[self]
+
+
+_CAUSES = {
+    StopCause.NONE: "",
+    StopCause.LINE_SEARCH: "the line search found no acceptable step",
+    StopCause.SMALL_STEP: "steps below step_tol",
+    StopCause.QP_FAILED: "the direction QP failed",
+    StopCause.VIOLATION_STATIONARY: "stationary for the violation at an infeasible point",
+    StopCause.NO_CHANGE: "an outer iteration changed nothing",
+    StopCause.PENALTY_LIMIT: "the penalty parameter reached its limit",
+}
+
+
+def cause_name(code: int) -> str:
+    """The name of a stop cause code, or `UNKNOWN(code)`."""
+    try:
+        return StopCause(int(code)).name
+    except ValueError:
+        return f"UNKNOWN({int(code)})"
+
+
 def status_name(code: int) -> str:
     """The name of a status code, or `UNKNOWN(code)` for a code outside `Status`."""
     try:
@@ -82,6 +131,8 @@ class Stats(eqx.Module):
     - violation: max violation of equalities, inequalities and bounds at `sol.x`.
     - inner_iterations: inner iterations (penalty/ALM sub-solves; equals iterations
       for single-loop methods).
+    - stop_cause: for a STALLED run, the `StopCause` (which test stopped it); NONE
+      otherwise.
     """
 
     iterations: Int[Array, ""]
@@ -89,6 +140,7 @@ class Stats(eqx.Module):
     stationarity: Float[Array, ""]
     violation: Float[Array, ""]
     inner_iterations: Int[Array, ""]
+    stop_cause: Int[Array, ""]
 
 
 class Solution(eqx.Module):
@@ -129,8 +181,10 @@ class Solution(eqx.Module):
             order = [s.name for s in Status] + sorted(set(names) - set(Status.__members__))
             counts = ", ".join(f"{names.count(n)} {n}" for n in order if n in names)
             return f"{len(names)} solve{'s' if len(names) != 1 else ''}: {counts}"
+        cause = int(self.stats.stop_cause)
+        label = self.status_name + (f" ({cause_name(cause).lower().replace('_', ' ')})" if cause else "")
         return (
-            f"{self.status_name}: f = {float(self.f):.8e}, violation {float(self.stats.violation):.1e}, "
+            f"{label}: f = {float(self.f):.8e}, violation {float(self.stats.violation):.1e}, "
             f"stationarity {float(self.stats.stationarity):.1e}, {int(self.stats.iterations)} iterations"
         )
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jconstrain import _implicit as implicit, _printer as printer, _validation as validation
 from jconstrain._problem import FlatProblem, Problem, flatten
-from jconstrain._solution import Multipliers, Solution, Stats, Status
+from jconstrain._solution import Multipliers, Solution, Stats, Status, StopCause
 from jconstrain._solvers.base import AbstractSolver, Report
 
 try:  # whether any JAX transformation is being traced right now
@@ -106,11 +106,12 @@ def _solve(
         validation.check_warm_start(warm_start, expected)
     state, k, status = _run(solver, flat, z0, args, warm_start, steps, verbose)
     report = solver.report(flat, state, args)
+    cause = jnp.where(status == Status.STALLED, report.stop_cause, StopCause.NONE).astype(jnp.int32)
     if verbose:
-        status = printer.summary(status, k, report.f, report.violation)  # passed through
+        status = printer.summary(status, k, report.f, report.violation, cause)  # passed through
     point = implicit.SolutionPoint(report.z, report.f, report.y_eq, report.y_ineq, report.z_lower, report.z_upper)
     point = solver.adjoint(differentiable_flat, point, status, differentiable_args)
-    return _solution(flat, report, point, status, k, state)
+    return _solution(flat, report, point, status, cause, k, state)
 
 
 def _run(
@@ -156,7 +157,13 @@ def _print_row(solver: AbstractSolver, state: Any, k: jax.Array, active: Any = T
 
 
 def _solution(
-    flat: FlatProblem, report: Report, point: implicit.SolutionPoint, status: jax.Array, k: jax.Array, state: Any
+    flat: FlatProblem,
+    report: Report,
+    point: implicit.SolutionPoint,
+    status: jax.Array,
+    cause: jax.Array,
+    k: jax.Array,
+    state: Any,
 ) -> Solution:
     """The user-facing `Solution`: `point` (the differentiable x, f and multipliers) in the
     user's pytrees, with the report's statistics."""
@@ -172,6 +179,7 @@ def _solution(
         stationarity=report.stationarity,
         violation=report.violation,
         inner_iterations=report.inner_iterations,
+        stop_cause=cause,
     )
     return Solution(
         x=flat.to_pytree(point.z),

@@ -29,6 +29,8 @@ class Report(eqx.Module):
     """A solver's account of the point it returns, on flat vectors.
 
     Multipliers follow L = f + y_eq·c_E + y_ineq·c_I + z_upper·(z - u) + z_lower·(l - z).
+    `stop_cause` is the `StopCause` code the solver gives for a STALLED end (`solve`
+    reports NONE for every other status).
     """
 
     z: Float[Array, " n"]
@@ -41,6 +43,7 @@ class Report(eqx.Module):
     violation: Float[Array, ""]
     evaluations: Int[Array, ""]
     inner_iterations: Int[Array, ""]
+    stop_cause: Int[Array, ""] | int = 0
 
 
 class Progress(eqx.Module):

@@ -55,7 +55,7 @@ from jconstrain._problem import (
     max_violation,
     split_bound_multipliers,
 )
-from jconstrain._solution import Status
+from jconstrain._solution import Status, StopCause
 from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol, escape_point, rounding_level
 
 
@@ -524,6 +524,9 @@ class _PenaltyMethod(AbstractSolver):
 
     def report(self, problem: FlatProblem, state: PenaltyMethodState, args: Any) -> Report:
         y_ineq, z_lower, z_upper = split_bound_multipliers(problem, state.nu)
+        # A stall at ρ_max with the constraints still violated names the penalty's limit.
+        _, viol_tol = self._tolerances(problem.dtype, state)
+        at_limit = (state.rho >= self.rho_max) & ~(state.violation <= viol_tol)
         return Report(
             z=state.z,
             f=state.f,
@@ -535,6 +538,7 @@ class _PenaltyMethod(AbstractSolver):
             violation=state.violation,
             evaluations=state.evaluations,
             inner_iterations=state.inner_iterations,
+            stop_cause=jnp.where(at_limit, StopCause.PENALTY_LIMIT, StopCause.NO_CHANGE),
         )
 
     def progress(self, state: PenaltyMethodState) -> Progress:

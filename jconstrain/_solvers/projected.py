@@ -89,7 +89,7 @@ from jconstrain import _implicit as implicit
 from jconstrain._checks import check_count, check_range
 from jconstrain._misc import first_status, inf_norm, tree_where
 from jconstrain._problem import FlatProblem, variables
-from jconstrain._solution import Status
+from jconstrain._solution import Status, StopCause
 from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol
 
 
@@ -430,6 +430,8 @@ class ProjectedGradient(AbstractSolver):
             violation=state.best_violation,
             evaluations=state.evaluations,
             inner_iterations=state.k,
+            # Both stalls are the search's: it failed, or shrank the step to nothing.
+            stop_cause=StopCause.LINE_SEARCH,
         )
 
     def progress(self, state: ProjectedGradientState) -> Progress:

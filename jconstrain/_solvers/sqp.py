@@ -24,7 +24,9 @@ with μ > 0 only ever decreasing. Each iteration:
    violation may grow to at most 100·max(1, v); expanding past t = 1 it may not exceed
    min(v, v(x + d)) (the QP step solves the linearised constraints; going further
    only overshoots them).
-   A failed search halves μ; repeated failures or negligible steps end in STALLED.
+   A failed search halves μ; repeated failures or negligible steps end in STALLED
+   (`stats.stop_cause` says which: LINE_SEARCH, SMALL_STEP, or QP_FAILED when the QP
+   failed and the fallback direction -H∇φ made no progress).
 4. BFGS update of H (`jconstrain._bfgs`, or limited memory with `memory=m`) with
    s = x+ - x and the difference of the Lagrangian-penalty gradients
    y = (μ g+ + J+ᵀŷ) - (μ g + Jᵀŷ), ŷ the QP's dual; H restarts at I if a QP direction is
@@ -70,7 +72,7 @@ from jconstrain._bfgs import inverse_update
 from jconstrain._linesearch import SearchStatus, weak_wolfe
 from jconstrain._misc import first_status, inf_norm, tree_where
 from jconstrain._problem import FlatProblem
-from jconstrain._solution import Status
+from jconstrain._solution import Status, StopCause
 from jconstrain._solvers.base import AbstractSolver, Progress, Report, dtype_tol, escape_point, rounding_level
 
 STATIONARITY_QP_STEPS = 50  # interior-point steps of the stationarity QP (finished members: 0)
@@ -157,6 +159,7 @@ class SQPState(eqx.Module):
     nonfinite: Bool[Array, ""]
     unbounded: Bool[Array, ""]
     stalled: Bool[Array, ""]
+    stop_cause: Int[Array, ""]  # StopCause of the latest iteration without progress
 
 
 def _rows(problem: FlatProblem) -> Rows:
@@ -409,6 +412,7 @@ class SQP(AbstractSolver):
             nonfinite=~_finite(model),
             unbounded=jnp.asarray(False),
             stalled=jnp.asarray(False),
+            stop_cause=zero,
         )
 
     # ---------------------------------------------------------------- H: dense or limited memory
@@ -796,8 +800,11 @@ class SQP(AbstractSolver):
         mu_new = jnp.where(good, mu, 0.5 * mu)
         step_norm = inf_norm(z_new - model.z)
         tiny_step = step_norm <= self.step_tol * jnp.maximum(1.0, inf_norm(model.z))
-        # Failed searches and negligible steps both count towards STALLED.
+        # Failed searches and negligible steps both count towards STALLED; the latest
+        # one names the cause.
         search_failures = jnp.where(good & ~tiny_step, 0, state.search_failures + 1)
+        failed_search = jnp.where(qp_ok, StopCause.LINE_SEARCH, StopCause.QP_FAILED)
+        stop_cause = jnp.where(good, jnp.where(tiny_step, StopCause.SMALL_STEP, StopCause.NONE), failed_search)
         # ... or towards NONFINITE when NaN/Inf is in the way: at the accepted point, or,
         # when no real step was made, already at the unit step (backtracking from it
         # found no finite decrease).
@@ -843,6 +850,7 @@ class SQP(AbstractSolver):
             nonfinite=nan_in_way & (search_failures >= self.max_search_failures),
             unbounded=feasible & (f_unscaled < self.unbounded_below),
             stalled=search_failures >= self.max_search_failures,
+            stop_cause=stop_cause.astype(jnp.int32),
         )
 
     # ---------------------------------------------------------------- terminate / report
@@ -889,6 +897,7 @@ class SQP(AbstractSolver):
             violation=chosen.violation,
             evaluations=state.evaluations,
             inner_iterations=state.iteration,
+            stop_cause=jnp.where(state.stalled, state.stop_cause, StopCause.VIOLATION_STATIONARY),
         )
 
     def progress(self, state: SQPState) -> Progress:
