@@ -300,6 +300,176 @@ def load_problems(
     return out
 
 
+# --------------------------------------------------------------------------- any constrained problem
+# Additive helpers for benchmarks/robustness.py: every sif2jax constrained problem (not
+# only HS), its size n from a cache, and `wrap` for problems without a stored optimum.
+
+_CONSTRAINED_PACKAGES = (
+    ("cutest._constrained_minimisation", "constrained_minimisation_problems"),
+    ("cutest._quadratic_problems", "constrained_quadratic_problems"),
+)
+
+
+def _constrained_plan() -> list[tuple[str, str]]:
+    """(module below sif2jax, class name) of `sif2jax.constrained_minimisation_problems`
+    (constrained + constrained quadratic), in sif2jax's order, duplicates dropped."""
+    root = _sif2jax_dir()
+    plan, seen = [], set()
+    for package, tuple_name in _CONSTRAINED_PACKAGES:
+        order, modules = _parse_package(os.path.join(root, *package.split("."), "__init__.py"), tuple_name)
+        for cls in order:
+            if cls not in seen:
+                seen.add(cls)
+                plan.append((f"{package}.{modules[cls]}", cls))
+    return plan
+
+
+def _import_instances(plan: list[tuple[str, str]], on_error: Callable[[str, BaseException], None] | None = None) -> list:
+    """Instances of the planned classes under stand-in parent packages (as `_fast_instances`),
+    the stand-in `sif2jax` also exporting the abstract classes that some modules import
+    from it. A class whose import or construction raises is passed to `on_error` (then
+    skipped) or re-raised when `on_error` is None."""
+    root = _sif2jax_dir()
+    before = set(sys.modules)
+    stubs = ["sif2jax", "sif2jax.cutest"] + [f"sif2jax.{pkg}" for pkg, _ in _CONSTRAINED_PACKAGES]
+    try:
+        for name in stubs:
+            module = types.ModuleType(name)
+            module.__path__ = [os.path.join(root, *name.split(".")[1:])]
+            module.__package__ = name
+            sys.modules[name] = module
+        top = sys.modules["sif2jax"]
+        for name, value in vars(importlib.import_module("sif2jax._problem")).items():
+            if name.startswith("Abstract"):
+                setattr(top, name, value)
+        instances = []
+        for module_name, cls in plan:
+            try:
+                instances.append(getattr(importlib.import_module(f"sif2jax.{module_name}"), cls)())
+            except Exception as err:
+                if on_error is None:
+                    raise
+                on_error(cls, err)
+        return instances
+    finally:
+        for name in set(sys.modules) - before:
+            if name == "sif2jax" or name.startswith("sif2jax."):
+                del sys.modules[name]
+
+
+def problem_size(p) -> int:
+    """n of a sif2jax problem instance: the size of its flattened y0."""
+    return int(sum(np.size(leaf) for leaf in _leaves(p.y0)))
+
+
+def constrained_sizes(cache_dir: str | None = None, refresh: bool = False, full_import: bool = False) -> dict[str, dict]:
+    """class name -> {"module", "n", "error"} for every sif2jax constrained problem, in order.
+
+    Knowing n needs every problem instantiated (about two minutes: a few modules build
+    their data at import), so the table is cached as JSON in `cache_dir` (default: the
+    temp folder), keyed by the sif2jax version; `refresh=True` rebuilds it. `n` is None
+    and `error` the reason where the problem fails to import or instantiate.
+    """
+    import importlib.metadata
+    import tempfile
+
+    version = importlib.metadata.version("sif2jax")
+    cache = os.path.join(cache_dir or tempfile.gettempdir(), f"jconstrain_sif2jax_sizes_{version}.json")
+    if not refresh and not full_import and os.path.exists(cache):
+        with open(cache) as fh:
+            return json.load(fh)
+    table: dict[str, dict] = {}
+
+    def failed(cls, err):
+        table[cls] = {"module": modules.get(cls), "n": None, "error": f"{type(err).__name__}: {err}"[:300]}
+
+    modules: dict[str, str] = {}
+    if full_import:
+        import sif2jax
+
+        instances = list(sif2jax.constrained_minimisation_problems)
+    else:
+        plan = _constrained_plan()
+        modules = {cls: module for module, cls in plan}
+        for _, cls in plan:  # placeholders keep sif2jax's order
+            table[cls] = None  # type: ignore[assignment]
+        instances = _import_instances(plan, on_error=failed)
+    for p in instances:
+        cls = type(p).__name__
+        if table.get(cls) is not None:
+            continue
+        try:
+            table[cls] = {"module": modules.get(cls), "n": problem_size(p), "error": None}
+        except Exception as err:
+            failed(cls, err)
+    table = {k: v for k, v in table.items() if v is not None}
+    if not full_import:
+        with open(cache + ".tmp", "w") as fh:
+            json.dump(table, fh, indent=0)
+        os.replace(cache + ".tmp", cache)
+    return table
+
+
+class _OptimumOrNaN:
+    """A sif2jax problem seen through `wrap` with a missing stored optimum read as NaN."""
+
+    def __init__(self, p):
+        self._p = p
+
+    def __getattr__(self, name):
+        return getattr(self._p, name)
+
+    @property
+    def expected_objective_value(self):
+        value = self._p.expected_objective_value
+        return float("nan") if value is None else value
+
+
+def wrap_any(p, f_ref: float | None = None) -> HSProblem:
+    """`wrap` for any sif2jax constrained problem: `fstar` is None where sif2jax stores no optimum."""
+    if p.expected_objective_value is not None:
+        return wrap(p, f_ref)
+    problem = wrap(_OptimumOrNaN(p), f_ref)
+    return dataclasses.replace(problem, name=type(p).__name__, fstar=None, source=p)
+
+
+def load_constrained(
+    select: Callable[[str, int], bool],
+    full_import: bool = False,
+    cache_dir: str | None = None,
+) -> tuple[list[HSProblem], list[dict]]:
+    """sif2jax constrained problems with `select(name, n)` true, wrapped (`wrap_any`), in
+    sif2jax's order, and the selected ones that failed to load: {"name", "n", "reason"}
+    (`select` sees n=None for a problem whose size is unknown because it failed to load).
+    Only the selected problems' modules are imported (sizes from `constrained_sizes`)."""
+    table = constrained_sizes(cache_dir, full_import=full_import)
+    skipped = [
+        {"name": cls, "n": None, "reason": f"no size: {entry['error']}"}
+        for cls, entry in table.items()
+        if entry["n"] is None and select(cls, None)
+    ]
+    chosen = [cls for cls, entry in table.items() if entry["n"] is not None and select(cls, entry["n"])]
+    errors: dict[str, BaseException] = {}
+    if full_import or any(table[cls]["module"] is None for cls in chosen):
+        import sif2jax
+
+        by_name = {type(p).__name__: p for p in sif2jax.constrained_minimisation_problems}
+        instances = [by_name[cls] for cls in chosen if cls in by_name]
+    else:
+        plan = [(table[cls]["module"], cls) for cls in chosen]
+        instances = _import_instances(plan, on_error=lambda cls, err: errors.setdefault(cls, err))
+    for cls, err in errors.items():
+        skipped.append({"name": cls, "n": table[cls]["n"], "reason": f"load: {type(err).__name__}: {err}"[:300]})
+    out = []
+    for p in instances:
+        cls = type(p).__name__
+        try:
+            out.append(wrap_any(p))
+        except Exception as err:
+            skipped.append({"name": cls, "n": table[cls]["n"], "reason": f"wrap: {type(err).__name__}: {err}"[:300]})
+    return out, skipped
+
+
 # --------------------------------------------------------------------------- scoring
 
 
