@@ -384,7 +384,25 @@ class _PenaltyMethod(AbstractSolver):
     def step(
         self, problem: FlatProblem, state: PenaltyMethodState, args: Any, active: Bool[Array, ""] | bool = True
     ) -> PenaltyMethodState:
-        dtype = problem.dtype
+        """One outer iteration: the inner minimisation of the merit (`_inner_run`), then the
+        state at its end point (`_accepted`), or the old state with ρ raised (`_kept`).
+
+        Rejected: non-finite values at z, a rejected non-finite run, or the subproblem run
+        below `unbounded_below` at an infeasible point (ρ too small to hold f). x and the
+        multipliers stay and ρ grows; at ρ_max there is no way on: NONFINITE, or UNBOUNDED
+        when the subproblem itself ran to -inf at finite values.
+        """
+        result, shifts, escape = self._inner_run(problem, state, args, active)
+        accepted, finite, unbounded = self._accepted(problem, state, args, result, shifts, escape)
+        run_nonfinite = jnp.zeros_like(result.nonfinite) if self.keeps_nonfinite_progress else result.nonfinite
+        ran_off = run_nonfinite | (result.value < self.unbounded_below)
+        rejected = ~finite | (ran_off & ~unbounded)
+        return tree_where(rejected, self._kept(state, accepted, finite & ~run_nonfinite), accepted)
+
+    def _inner_run(self, problem: FlatProblem, state: PenaltyMethodState, args: Any, active):
+        """The inner optimiser on the merit f + terms(c; shifts, ρ) from x (or, where x is
+        locally infeasible and escapes are left, from `escape_point` nearby), to the
+        relative tolerance inner_tol·max(1, ||∇f||_∞). Returns (result, shifts, escaped)."""
         rho = state.rho
         lam_bar, nu_bar = self._shifts(state)
 
@@ -404,8 +422,15 @@ class _PenaltyMethod(AbstractSolver):
             max_backtracks=NONFINITE_BACKTRACKS,
             value_floor=self.unbounded_below,
         )
-        z = result.z  # the last finite point of the inner run
+        return result, (lam_bar, nu_bar), escape
 
+    def _accepted(self, problem: FlatProblem, state: PenaltyMethodState, args: Any, result, shifts, escape):
+        """The state at the inner run's last finite point z: multipliers, every measure,
+        the next ρ and the stall test. Returns (state, finite, unbounded)."""
+        dtype = problem.dtype
+        rho = state.rho
+        lam_bar, nu_bar = shifts
+        z = result.z  # the last finite point of the inner run
         # Multipliers at z, then every measure at (z, λ, ν).
         c_eq, c_ineq = problem.eq(z, args), inequalities_with_bounds(problem, z, args)
         lam, nu = formulations.augmented_lagrangian_multipliers(c_eq, c_ineq, lam_bar, nu_bar, rho)
@@ -416,13 +441,9 @@ class _PenaltyMethod(AbstractSolver):
         new_rho, not_falling = self._next_rho(state, violation, kkt_violation, viol_tol)
         # An inner run that met NaN/Inf: its last finite point is kept and ρ grows (NaN
         # often lies outside the feasible set, where a larger ρ keeps x out), or rejected.
-        no = jnp.zeros_like(result.nonfinite)
-        met_nonfinite = result.nonfinite if self.keeps_nonfinite_progress else no
-        run_nonfinite = no if self.keeps_nonfinite_progress else result.nonfinite
+        met_nonfinite = result.nonfinite if self.keeps_nonfinite_progress else jnp.zeros_like(result.nonfinite)
         new_rho = jnp.where(met_nonfinite, self._raise(rho), new_rho)
         floor = 0.1 * dtype_tol(self.opt_tol, dtype)
-        inner_tol = jnp.maximum(0.1 * state.inner_tol, floor)
-
         finite = point.finite() & jnp.isfinite(kkt_violation)
         unbounded = finite & (violation <= viol_tol) & (point.f < self.unbounded_below)
         at_max = rho >= self.rho_max
@@ -434,55 +455,36 @@ class _PenaltyMethod(AbstractSolver):
         unchanged = jnp.all(lam == state.lam) & jnp.all(nu == state.nu)
         stuck_at_max = at_max & (state.step_norm == 0) & (state.evaluations > 1)
         stalled = (step_norm == 0) & (new_rho == rho) & (state.inner_tol <= floor) & (unchanged | stuck_at_max)
-        evaluations = state.evaluations + result.evaluations + 2
-        escapes = state.escapes + escape.astype(jnp.int32)
-        inner_iterations = state.inner_iterations + result.iterations
         accepted = PenaltyMethodState(
-            z=z,
-            f=point.f,
-            c_eq=point.c_eq,
-            c_ineq=point.c_ineq,
-            lam=lam,
-            nu=nu,
-            rho=new_rho,
-            inner_tol=inner_tol,
-            violation=violation,
-            kkt_violation=kkt_violation,
-            stationarity=point.stationarity,
-            violation_stationarity=point.violation_stationarity,
-            row_scales=state.row_scales,
-            floors=point.floors,
-            step_norm=step_norm,
-            evaluations=evaluations,
-            inner_iterations=inner_iterations,
-            not_falling=not_falling,
+            z=z, f=point.f, c_eq=point.c_eq, c_ineq=point.c_ineq, lam=lam, nu=nu, rho=new_rho,
+            inner_tol=jnp.maximum(0.1 * state.inner_tol, floor), violation=violation, kkt_violation=kkt_violation,
+            stationarity=point.stationarity, violation_stationarity=point.violation_stationarity,
+            row_scales=state.row_scales, floors=point.floors, step_norm=step_norm,
+            evaluations=state.evaluations + result.evaluations + 2,
+            inner_iterations=state.inner_iterations + result.iterations, not_falling=not_falling,
             # NaN/Inf with no step taken even at ρ_max: no finite way on.
-            nonfinite=met_nonfinite & (step_norm == 0) & at_max,
-            diverged=jnp.asarray(False),
-            stalled=stalled,
-            escapes=escapes,
+            nonfinite=met_nonfinite & (step_norm == 0) & at_max, diverged=jnp.asarray(False), stalled=stalled,
+            escapes=state.escapes + escape.astype(jnp.int32),
         )
-        # Rejected: non-finite values at z, a rejected non-finite run, or the subproblem
-        # run below `unbounded_below` at an infeasible point (ρ too small to hold f). x
-        # and the multipliers stay and ρ grows; at ρ_max there is no way on: NONFINITE, or
-        # UNBOUNDED when the subproblem itself ran to -inf at finite values.
-        ran_off = run_nonfinite | (result.value < self.unbounded_below)
-        rejected = ~finite | (ran_off & ~unbounded)
-        finite_run_off = finite & ~run_nonfinite
-        kept = eqx.tree_at(
+        return accepted, finite, unbounded
+
+    def _kept(self, state: PenaltyMethodState, accepted: PenaltyMethodState, finite_run_off) -> PenaltyMethodState:
+        """The old point with ρ raised and the run's counters; at ρ_max NONFINITE, or
+        UNBOUNDED (`diverged`) when the run went below `unbounded_below` at finite values."""
+        at_max = state.rho >= self.rho_max
+        return eqx.tree_at(
             lambda s: (s.rho, s.evaluations, s.inner_iterations, s.step_norm, s.nonfinite, s.diverged, s.escapes),
             state,
             (
-                self._raise(rho),
-                evaluations,
-                inner_iterations,
-                jnp.zeros((), dtype),
+                self._raise(state.rho),
+                accepted.evaluations,
+                accepted.inner_iterations,
+                jnp.zeros((), state.z.dtype),
                 at_max & ~finite_run_off,
                 at_max & finite_run_off,
-                escapes,
+                accepted.escapes,
             ),
         )
-        return tree_where(rejected, kept, accepted)
 
     def _tolerances(self, dtype: Any, state: PenaltyMethodState) -> tuple[Array, Array]:
         """(opt_tol, viol_tol) in effect at the state: never below what rounding lets z

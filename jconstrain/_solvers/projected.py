@@ -294,11 +294,11 @@ class ProjectedGradient(AbstractSolver):
             stalled=jnp.asarray(False),
         )
 
-    def step(
-        self, problem: FlatProblem, state: ProjectedGradientState, args: Any, active: Bool[Array, ""] | bool = True
-    ) -> ProjectedGradientState:
+    def _search(self, problem: FlatProblem, state: ProjectedGradientState, args: Any, active, project):
+        """The nonmonotone Armijo search along the projection arc w(t) = P(z - t g), from
+        the spectral step t = λ, with safeguarded quadratic interpolation. Returns
+        (trials, w, f(w), ∇f(w), accepted, any trial finite)."""
         dtype = problem.dtype
-        project = flat_projection(problem, self.projection)
         value_and_grad = jax.value_and_grad(lambda z: problem.objective(z, args))
         z, f, g = state.z, state.f, state.g
         f_ref = jnp.max(state.f_history)
@@ -327,20 +327,19 @@ class ProjectedGradient(AbstractSolver):
             t_next = jnp.where(accept, t, alpha * t).astype(dtype)
             return i + 1, t_next, w, fw, gw, delta, accept, any_finite | finite
 
-        carry = (
-            jnp.asarray(0, jnp.int32),
-            state.lam,
-            z,
-            f,
-            g,
-            jnp.zeros((), dtype),
-            jnp.asarray(False),
-            jnp.asarray(False),
-        )
-        trials, t, w, fw, gw, _, accept, any_finite = jax.lax.while_loop(cond, body, carry)
+        no = jnp.asarray(False)
+        carry = (jnp.asarray(0, jnp.int32), state.lam, z, f, g, jnp.zeros((), dtype), no, no)
+        trials, _, w, fw, gw, _, accept, any_finite = jax.lax.while_loop(cond, body, carry)
+        return trials, w, fw, gw, accept, any_finite
 
+    def step(
+        self, problem: FlatProblem, state: ProjectedGradientState, args: Any, active: Bool[Array, ""] | bool = True
+    ) -> ProjectedGradientState:
+        dtype = problem.dtype
+        project = flat_projection(problem, self.projection)
+        trials, w, fw, gw, accept, any_finite = self._search(problem, state, args, active, project)
         # The next spectral step from s = w - z, y = ∇f(w) - ∇f(z).
-        s, y = w - z, gw - g
+        s, y = w - state.z, gw - state.g
         sy, ss = jnp.dot(s, y), jnp.dot(s, s)
         # BMR: λ = s·s / s·y, and λ_max where s·y <= 0 (no positive curvature along s).
         bb = jnp.where(sy > 0, ss / jnp.where(sy > 0, sy, 1.0), self.step_max)
@@ -372,24 +371,11 @@ class ProjectedGradient(AbstractSolver):
             stalled=step_norm == 0,
         )
         # A failed search keeps the point: NONFINITE if no trial was finite, else STALLED.
-        failed = ProjectedGradientState(
-            z=z,
-            f=f,
-            g=g,
-            stationarity=state.stationarity,
-            violation=state.violation,
-            best_z=state.best_z,
-            best_f=state.best_f,
-            best_g=state.best_g,
-            best_stationarity=state.best_stationarity,
-            best_violation=state.best_violation,
-            lam=state.lam,
-            f_history=state.f_history,
-            k=state.k + 1,  # counts the failed step too (then the solve stops)
-            step_norm=jnp.zeros((), dtype),
-            evaluations=state.evaluations + trials,
-            nonfinite=~any_finite,
-            stalled=any_finite,
+        # The failed step counts too (then the solve stops).
+        failed = eqx.tree_at(
+            lambda s: (s.k, s.step_norm, s.evaluations, s.nonfinite, s.stalled),
+            state,
+            (k, jnp.zeros((), dtype), state.evaluations + trials, ~any_finite, any_finite),
         )
         return tree_where(accept, moved, failed)
 
