@@ -172,9 +172,8 @@ class SQP(AbstractSolver):
     ) -> SQPState:
         escape = self._stuck(state) & ~state.has_feasible & (state.escapes < self.max_escapes)
         active = jnp.asarray(active)
-        return jax.lax.cond(
-            escape, lambda: sqp_state.escape(problem, state, args, viol_tol=self.viol_tol, memory=self.memory), lambda: self._sqp_step(problem, state, args, active)
-        )
+        restart = lambda: sqp_state.escape(problem, state, args, viol_tol=self.viol_tol, memory=self.memory)
+        return jax.lax.cond(escape, restart, lambda: self._sqp_step(problem, state, args, active))
 
     def _sqp_step(self, problem: FlatProblem, state: SQPState, args: Any, active: Bool[Array, ""]) -> SQPState:
         """One SQP iteration: direction, search, then `_accept`. With `active` False (a
@@ -213,7 +212,10 @@ class SQP(AbstractSolver):
         restart = not_descent | ~good | chosen.exhausted
         return tree_where(restart, hessian.identity(n, model.z.dtype, self.memory), H_new)
 
-    def _accept(self, problem, state: SQPState, args, rows: Rows, chosen: Direction, move, active) -> SQPState:
+    def _accept(
+        self, problem: FlatProblem, state: SQPState, args: Any, rows: Rows, chosen: Direction, move: sqp_search.Move,
+        active: Bool[Array, ""],
+    ) -> SQPState:
         """The state after the search's move: the new model (if finite), H, μ, the
         failure counters and their cause, the gradient samples, stationarity and the
         best/most-feasible records."""

@@ -32,7 +32,12 @@ def apply(H: InverseHessian, v: Array) -> Array:
 
 
 def update(
-    H: InverseHessian, s: Array, y: Array, first: Bool[Array, ""], damping: Float[Array, ""], curvature_damping: Float[Array, ""]
+    H: InverseHessian,
+    s: Array,
+    y: Array,
+    first: Bool[Array, ""],
+    damping: Float[Array, ""],
+    curvature_damping: Float[Array, ""],
 ) -> InverseHessian:
     """The (damped) BFGS update of H with the pair (s, y); `first` rescales H = I by
     sᵀy/yᵀy before the first dense update."""

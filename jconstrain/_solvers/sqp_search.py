@@ -67,7 +67,10 @@ def expansion_limit(problem: FlatProblem, z: Array, d: Array) -> Array:
     return t_max
 
 
-def merit_along(problem: FlatProblem, args: Any, rows: Rows, model: Model, d: Array, mu: Array, scale_f: Array, scale_c: Array, caps: tuple[Array, Array]):
+def merit_along(
+    problem: FlatProblem, args: Any, rows: Rows, model: Model, d: Array, mu: Array, scale_f: Array, scale_c: Array,
+    caps: tuple[Array, Array],
+):
     """t ↦ (φ_μ(path(t)), dφ/dt) by one `jax.jvp` of [f; c_general] along the path;
     φ = inf where the violation exceeds caps[0] (t <= 1) or caps[1] (t > 1)."""
     dtype = model.z.dtype
@@ -132,7 +135,8 @@ def search(
         enabled=active & (decrease < 0), clip=lambda z: jnp.clip(z, problem.lower, problem.upper),
     )
     result = weak_wolfe(
-        phi_and_slope, phi0, decrease, c1=c1, c2=c2, enabled=active & (decrease < 0) & ~soc_ok, noise=noise, t_max=t_max
+        phi_and_slope, phi0, decrease, c1=c1, c2=c2, enabled=active & (decrease < 0) & ~soc_ok, noise=noise,
+        t_max=t_max,
     )
     moved = soc_ok | (result.status == SearchStatus.WOLFE) | (result.status == SearchStatus.ARMIJO) | (
         result.status == SearchStatus.UNBOUNDED
@@ -142,7 +146,9 @@ def search(
     return Move(z=z_new, t=t, moved=moved, unit_phi=unit[0], evaluations=result.evaluations)
 
 
-def second_order_correction(merit, z_full, unit, model: Model, rows: Rows, H: InverseHessian, y, phi_target, cap, *, enabled, clip):
+def second_order_correction(
+    merit, z_full, unit, model: Model, rows: Rows, H: InverseHessian, y, phi_target, cap, *, enabled, clip
+):
     """The full step with a second-order correction, against the Maratos effect.
 
     Near a solution the unit step z + d can raise the l1 violation by O(||d||²) (the

@@ -71,7 +71,8 @@ def used_rows(model: Model, rows: Rows, viol_tol: Array) -> Array:
     opt_tol.)
     """
     dtype = model.f.dtype
-    active = jnp.maximum(0.1 * dtype_tol(viol_tol, dtype), rounding_level(model.c, jnp.max(jnp.abs(model.J), axis=1) * inf_norm(model.z)))
+    terms = jnp.max(jnp.abs(model.J), axis=1) * inf_norm(model.z)
+    active = jnp.maximum(0.1 * dtype_tol(viol_tol, dtype), rounding_level(model.c, terms))
     return rows.on & (rows.is_eq | (model.c >= -active))
 
 
