@@ -198,36 +198,7 @@ def _parse_package(init_file: str, tuple_name: str) -> tuple[list[str], dict[str
 
 def _fast_instances(select: Callable[[str], bool]) -> list:
     """HS problem instances without running sif2jax's package init (see module doc)."""
-    root = _sif2jax_dir()
-    packages = [
-        ("cutest._constrained_minimisation", "constrained_minimisation_problems"),
-        ("cutest._quadratic_problems", "constrained_quadratic_problems"),
-    ]
-    plan: list[tuple[str, str]] = []  # (package, class name) in sif2jax's order
-    for package, tuple_name in packages:
-        init = os.path.join(root, *package.split("."), "__init__.py")
-        order, modules = _parse_package(init, tuple_name)
-        for cls in order:
-            if select(cls):
-                plan.append((f"{package}.{modules[cls]}", cls))
-
-    before = set(sys.modules)
-    stubs = ["sif2jax", "sif2jax.cutest"] + [f"sif2jax.{pkg}" for pkg, _ in packages]
-    try:
-        for name in stubs:
-            module = types.ModuleType(name)
-            module.__path__ = [os.path.join(root, *name.split(".")[1:])]
-            module.__package__ = name
-            sys.modules[name] = module
-        instances = []
-        for module_name, cls in plan:
-            module = importlib.import_module(f"sif2jax.{module_name}")
-            instances.append(getattr(module, cls)())
-        return instances
-    finally:
-        for name in set(sys.modules) - before:
-            if name == "sif2jax" or name.startswith("sif2jax."):
-                del sys.modules[name]
+    return _import_instances(_constrained_plan(select, unique=False))
 
 
 def _full_instances(select: Callable[[str], bool]) -> list:
@@ -310,24 +281,25 @@ _CONSTRAINED_PACKAGES = (
 )
 
 
-def _constrained_plan() -> list[tuple[str, str]]:
-    """(module below sif2jax, class name) of `sif2jax.constrained_minimisation_problems`
-    (constrained + constrained quadratic), in sif2jax's order, duplicates dropped."""
+def _constrained_plan(select: Callable[[str], bool] = lambda cls: True, unique: bool = True) -> list[tuple[str, str]]:
+    """(module below sif2jax, class name) of the classes in
+    `sif2jax.constrained_minimisation_problems` (constrained + constrained quadratic) with
+    `select(name)` true, in sif2jax's order; with `unique`, a class listed twice once."""
     root = _sif2jax_dir()
     plan, seen = [], set()
     for package, tuple_name in _CONSTRAINED_PACKAGES:
         order, modules = _parse_package(os.path.join(root, *package.split("."), "__init__.py"), tuple_name)
         for cls in order:
-            if cls not in seen:
+            if select(cls) and not (unique and cls in seen):
                 seen.add(cls)
                 plan.append((f"{package}.{modules[cls]}", cls))
     return plan
 
 
 def _import_instances(plan: list[tuple[str, str]], on_error: Callable[[str, BaseException], None] | None = None) -> list:
-    """Instances of the planned classes under stand-in parent packages (as `_fast_instances`),
-    the stand-in `sif2jax` also exporting the abstract classes that some modules import
-    from it. A class whose import or construction raises is passed to `on_error` (then
+    """Instances of the planned classes under stand-in parent packages (see the module
+    doc), the stand-in `sif2jax` also exporting the abstract classes that some modules
+    import from it. A class whose import or construction raises is passed to `on_error` (then
     skipped) or re-raised when `on_error` is None."""
     root = _sif2jax_dir()
     before = set(sys.modules)

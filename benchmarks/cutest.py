@@ -113,6 +113,23 @@ def available(name: str) -> tuple[bool, str]:
     return False, f"unknown solver {name!r} (known: {', '.join(ALL_SOLVERS)})"
 
 
+def runnable(names: list[str], check: Callable[[str], tuple[bool, str]] = available) -> list[str]:
+    """The solvers of `names` that `check` says can run here; an unknown name stops the
+    script, one that cannot run here is skipped with a note on stderr."""
+    solvers = []
+    for name in names:
+        ok, why = check(name)
+        if ok:
+            solvers.append(name)
+        elif "unknown" in why:
+            raise SystemExit(why)
+        else:
+            print(f"skipping {name}: {why}", file=sys.stderr)
+    if not solvers:
+        raise SystemExit("no solver to run")
+    return solvers
+
+
 def make_jc_solver(name: str, overrides: dict[str, Any]):
     import jconstrain as jc
 
@@ -519,17 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
     requested = [s.strip() for s in opts.solvers.split(",")] if opts.solvers else list(ALL_SOLVERS)
-    solvers = []
-    for name in requested:
-        ok, why = available(name)
-        if ok:
-            solvers.append(name)
-        elif "unknown" in why:
-            raise SystemExit(why)
-        else:
-            print(f"skipping {name}: {why}", file=sys.stderr)
-    if not solvers:
-        raise SystemExit("no solver to run")
+    solvers = runnable(requested)
     opts.overrides = parse_overrides(opts.overrides)
     for key in opts.overrides:
         if key not in JC_SOLVERS:

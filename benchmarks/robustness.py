@@ -66,7 +66,7 @@ import tempfile
 import time
 import traceback
 import zlib
-from typing import Any, Callable
+from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -382,17 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown set {s!r} (known: {', '.join(SETS)})")
     if opts.starts < 1:
         raise SystemExit("--starts must be >= 1")
-    solvers = []
-    for name in (s.strip() for s in opts.solvers.split(",") if s.strip()):
-        ok, why = available(name)
-        if ok:
-            solvers.append(name)
-        elif "unknown" in why:
-            raise SystemExit(why)
-        else:
-            print(f"note: skipping {name}: {why}", file=sys.stderr)
-    if not solvers:
-        raise SystemExit("no solver to run")
+    solvers = cutest.runnable([s.strip() for s in opts.solvers.split(",") if s.strip()], available)
     if opts.cache:
         jax.config.update("jax_compilation_cache_dir", opts.cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -192,7 +192,7 @@ class SQP(AbstractSolver):
             problem, args, rows, model, H, d, y, mu, v, decrease, state.scale_f, state.scale_c, active,
             c1=self.c1, c2=self.c2, viol_tol=self.viol_tol,
         )
-        return self._accept(problem, state, args, rows, chosen, move, active)
+        return self._accept(problem, state, args, rows, v, chosen, move, active)
 
     def _next_hessian(self, state: SQPState, chosen: Direction, new_model: Model, good: Array, n: int):
         """The BFGS update on the Lagrangian of the penalty subproblem (with the QP's dual
@@ -213,12 +213,12 @@ class SQP(AbstractSolver):
         return tree_where(restart, hessian.identity(n, model.z.dtype, self.memory), H_new)
 
     def _accept(
-        self, problem: FlatProblem, state: SQPState, args: Any, rows: Rows, chosen: Direction, move: sqp_search.Move,
-        active: Bool[Array, ""],
+        self, problem: FlatProblem, state: SQPState, args: Any, rows: Rows, v: Array, chosen: Direction,
+        move: sqp_search.Move, active: Bool[Array, ""],
     ) -> SQPState:
         """The state after the search's move: the new model (if finite), H, μ, the
         failure counters and their cause, the gradient samples, stationarity and the
-        best/most-feasible records."""
+        best/most-feasible records. `v` is the l1 violation at the step's start."""
         dtype = problem.dtype
         model = state.model
         new_model = evaluate(problem, move.z, args, state.scale_f, state.scale_c)
@@ -247,7 +247,6 @@ class SQP(AbstractSolver):
         current = tracked_record(new_model, rows, state.scale_f, state.scale_c, stationarity, y_stat)
         feasible, best, most_feasible = track(state, current, self.viol_tol)
         # Infeasible and stationary for the linearised violation: count towards INFEASIBLE.
-        v, _ = violations(model.c, rows)
         stuck_infeasible = ~feasible & (chosen.l_ref <= dtype_tol(self.opt_tol, dtype) * jnp.maximum(v, 1.0))
         evaluations = move.evaluations + 1 + 2 * (chosen.decrease < 0).astype(jnp.int32)
         stalled = search_failures >= self.max_search_failures
