@@ -1,9 +1,10 @@
 """jc.SQP's parts, each alone: the model (`sqp_model`), the inverse Hessian
-(`sqp_hessian`), the steering direction (`sqp_direction`), the search (`sqp_search`)
-and the stationarity measure (`sqp_stationarity`)."""
+(`sqp_hessian`), the steering direction (`sqp_direction`), the search (`sqp_search`),
+the stationarity measure (`sqp_stationarity`) and the escapes (`sqp_state`)."""
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 import jconstrain as jc
 from jconstrain._problem import flatten
-from jconstrain._solvers import sqp_direction, sqp_hessian, sqp_model, sqp_search, sqp_stationarity
+from jconstrain._solvers import sqp_direction, sqp_hessian, sqp_model, sqp_search, sqp_state, sqp_stationarity
 
 ONES = lambda m: jnp.ones((m,))  # noqa: E731 (unit scales)
 
@@ -205,3 +206,58 @@ def test_measure_vanishes_at_the_solution_only(at_solution):
         np.testing.assert_allclose(lam[:2], [sol.multipliers.eq, sol.multipliers.ineq], rtol=1e-5)
     else:
         assert float(value) > 1e-2
+
+
+# ------------------------------------------------------------------ escapes
+
+
+def _far_state():
+    """jc.SQP's first state on the exp chain (x1 >= exp(x0), x2 >= exp(x1), bounded) from
+    a far start, where the prescaling shrinks both rows by 1e-8 and more."""
+    problem = jc.Problem(
+        objective=lambda x, a: -x[0],
+        ineq=lambda x, a: jnp.stack([jnp.exp(x[0]) - x[1], jnp.exp(x[1]) - x[2]]),
+        bounds=(jnp.zeros(3), jnp.array([100.0, 100.0, 10.0])),
+    )
+    flat, z0 = _flat(problem, [23.3, 73.8, 4.7])
+    return flat, jc.SQP().init(flat, z0, None, None)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_escape_k_restarts_within_its_radius_prescaled_there(k):
+    flat, state = _far_state()
+    rows = sqp_model.stacked_rows(flat)
+    state = eqx.tree_at(lambda s: s.escapes, state, jnp.asarray(k - 1, jnp.int32))
+    out = sqp_state.escape(flat, state, None, 1e-6, None, 100.0)
+    z, z_new = np.asarray(state.model.z), np.asarray(out.model.z)
+    # The k-th escape: within 10^(k-3) max(1, ||z||_∞), inside the bounds.
+    assert 0 < np.max(np.abs(z_new - z)) <= 10.0 ** (k - 3) * max(1.0, np.max(np.abs(z)))
+    assert np.all((z_new >= flat.lower) & (z_new <= flat.upper))
+    # Prescaled at the new point, the model in those scales, H = I, counts moved on.
+    unscaled = sqp_model.evaluate(flat, out.model.z, None, jnp.ones(()), ONES(rows.is_eq.shape[0]))
+    scale_f, scale_c = sqp_model.prescaling(unscaled, 100.0)
+    np.testing.assert_allclose(out.scale_c, scale_c, rtol=1e-12)
+    np.testing.assert_allclose(out.model.c, unscaled.c * scale_c, rtol=1e-12)
+    np.testing.assert_array_equal(out.H, np.eye(3))
+    assert int(out.escapes) == k and int(out.iteration) == int(state.iteration) + 1
+    # The most feasible record (x0) is measured again in the new scales, then compared
+    # with the new point.
+    x0_c = sqp_model.evaluate(flat, state.model.z, None, scale_f, scale_c).c
+    l1 = min(float(sqp_model.violations(x0_c, rows)[0]), float(sqp_model.violations(out.model.c, rows)[0]))
+    np.testing.assert_allclose(out.most_feasible.l1_violation, l1, rtol=1e-12)
+
+
+def test_first_feasible_point_after_an_escape_starts_afresh():
+    flat, state = _far_state()
+    before = eqx.tree_at(lambda s: (s.escapes, s.mu), state, (jnp.asarray(1, jnp.int32), jnp.asarray(1e-7)))
+    after = eqx.tree_at(lambda s: (s.has_feasible, s.H), before, (jnp.asarray(True), 5.0 * before.H))
+    out = sqp_state.after_escape(before, after, 1.0, 100.0, None)
+    assert float(out.mu) == 1.0
+    np.testing.assert_array_equal(out.H, np.eye(3))
+    # Not the first feasible point, or no escape before it: left as it is.
+    feasible_before = eqx.tree_at(lambda s: s.has_feasible, before, jnp.asarray(True))
+    no_escape = eqx.tree_at(lambda s: s.escapes, before, jnp.asarray(0, jnp.int32))
+    for kept in (feasible_before, no_escape):
+        out = sqp_state.after_escape(kept, after, 1.0, 100.0, None)
+        assert float(out.mu) == 1e-7
+        np.testing.assert_array_equal(out.H, after.H)

@@ -126,15 +126,16 @@ def rounding_level(c: Float[Array, " m"], terms: Float[Array, " m"]) -> Float[Ar
 
 
 def escape_point(
-    z: Float[Array, " n"], k: Int[Array, ""], seed: Int[Array, ""], lower: Array, upper: Array
+    z: Float[Array, " n"], radius: Array, seed: Int[Array, ""], lower: Array, upper: Array
 ) -> Float[Array, " n"]:
-    """The k-th random restart near z (k = 1, 2, ...): z + r ξ clipped to [lower, upper],
-    ξ uniform in [-1, 1]^n (a fixed key folded with `seed`), r = 1e-2 k max(1, ||z||_∞).
+    """A random restart near z: z + r ξ clipped to [lower, upper], ξ uniform in
+    [-1, 1]^n (a fixed key folded with `seed`), r = radius · max(1, ||z||_∞).
 
     Where an infeasible point is stationary for the violation it may be a saddle or a
-    maximum (e.g. where ∇c = 0): a nearby start whose violation falls shows the way on.
+    maximum (e.g. where ∇c = 0), or a local minimiser of the violation: a start whose
+    violation falls shows the way on. The callers choose the radius of their k-th escape.
     """
     key = jax.random.fold_in(jax.random.PRNGKey(0), seed)
     xi = jax.random.uniform(key, z.shape, z.dtype, -1.0, 1.0)
-    radius = 1e-2 * jnp.asarray(k, z.dtype) * jnp.maximum(1.0, inf_norm(z))
+    radius = jnp.asarray(radius, z.dtype) * jnp.maximum(1.0, inf_norm(z))
     return jnp.clip(z + radius * xi, lower, upper)

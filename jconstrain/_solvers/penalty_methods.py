@@ -412,7 +412,8 @@ class _PenaltyMethod(AbstractSolver):
 
         grad_f = jax.grad(lambda z: problem.objective(z, args))(state.z)
         escape = self._locally_infeasible(problem, state) & (state.escapes < self.max_escapes)
-        nearby = escape_point(state.z, state.escapes + 1, state.escapes, problem.lower, problem.upper)
+        radius = 1e-2 * jnp.asarray(state.escapes + 1, state.z.dtype)  # 1e-2 k for the k-th escape
+        nearby = escape_point(state.z, radius, state.escapes, problem.lower, problem.upper)
         result = minimise(
             merit,
             jnp.where(escape, nearby, state.z),

@@ -18,11 +18,11 @@ Equalities, inequalities and finite bounds are stacked into c(x) with Jacobian J
 4. Stationarity (`sqp_stationarity`): the gradient-sampling measure. Converged when it
    is <= opt_tol and the max violation <= viol_tol.
 
-At an infeasible point that is stationary for the violation, up to `max_escapes`
-random restarts nearby precede INFEASIBLE (first-order stationary points of the
-violation can be saddles). The returned point is the converged one, else the best
-feasible iterate (lowest f among those with violation <= viol_tol), else the most
-feasible one (least l1 violation of the scaled constraints, what steering minimises).
+At an infeasible point that is stationary for the violation (a saddle, or a local
+minimiser of it), `max_escapes` restarts at growing distance precede INFEASIBLE. The
+result is the converged point, else the best feasible iterate (lowest f with violation
+<= viol_tol), else the most feasible one (least scaled l1 violation, what steering
+minimises).
 """
 
 from __future__ import annotations
@@ -77,9 +77,11 @@ class SQP(AbstractSolver):
             prescaling), and a constraint whose gradient is nonzero but below 1e-2 up to
             ||∇||_∞ = 1e-2 (at most by 1e8); reported values are always unscaled.
         unbounded_below: f below this on a feasible point reports UNBOUNDED.
-        max_escapes: before INFEASIBLE is reported, up to this many random restarts near
-            the stuck point (radius 1e-2, 2e-2, ... times max(1, ||x||_∞)): a first-order
-            stationary point of the violation may be a saddle (e.g. where ∇c = 0).
+        max_escapes: while no feasible point is found, up to this many random restarts
+            from a stuck or stalled point before INFEASIBLE or STALLED, the k-th within
+            10^(k-3) max(1, ||x||_∞), each a fresh start (H = I, prescaled there
+            when `prescale`: scales from a far x0 can hide a violation); the first
+            feasible point after one starts afresh with μ >= mu0.
         max_steps: cap on SQP iterations, each one QP-steered step with a line search
             (cheap: a few evaluations). ALM/Penalty count outer iterations instead, each
             a whole inner minimisation, so their defaults are much smaller.
@@ -134,6 +136,10 @@ class SQP(AbstractSolver):
     def steps(self) -> int:
         return self.max_steps
 
+    @property
+    def _threshold(self) -> float | None:
+        return self.prescale_threshold if self.prescale else None
+
     def _ngrad(self, n: int) -> int:
         return self.ngrad if self.ngrad is not None else min(100, 2 * n, n + 10)
 
@@ -142,16 +148,12 @@ class SQP(AbstractSolver):
     def init(self, problem: FlatProblem, z0: Array, args: Any, warm_start: Any) -> SQPState:
         dtype = problem.dtype
         rows = stacked_rows(problem)
-        m = rows.is_eq.shape[0]
-        one = jnp.ones((), dtype)
         z0 = jnp.clip(z0, problem.lower, problem.upper)  # start inside the bounds
-        unscaled = evaluate(problem, z0, args, one, jnp.ones((m,), dtype))
+        unscaled = evaluate(problem, z0, args, jnp.ones((), dtype), jnp.ones(rows.is_eq.shape, dtype))
         if warm_start is not None:
             scale_f, scale_c = warm_start.scale_f, warm_start.scale_c
-        elif self.prescale:
-            scale_f, scale_c = prescaling(unscaled, self.prescale_threshold)
         else:
-            scale_f, scale_c = one, jnp.ones((m,), dtype)
+            scale_f, scale_c = prescaling(unscaled, self._threshold)
         model = scaled(unscaled, scale_f, scale_c)
         if warm_start is None:
             H, mu, iteration = hessian.identity(problem.n, dtype, self.memory), jnp.asarray(self.mu0, dtype), 0
@@ -167,13 +169,16 @@ class SQP(AbstractSolver):
         """Stationary for the linearised violation, while infeasible, 5 times running."""
         return state.infeasible_count >= 5
 
+    def _escape_due(self, state: SQPState) -> Array:
+        """No feasible point yet, stuck or stalled, and escapes left: restart elsewhere."""
+        return (self._stuck(state) | state.stalled) & ~state.has_feasible & (state.escapes < self.max_escapes)
+
     def step(
         self, problem: FlatProblem, state: SQPState, args: Any, active: Bool[Array, ""] | bool = True
     ) -> SQPState:
-        escape = self._stuck(state) & ~state.has_feasible & (state.escapes < self.max_escapes)
         active = jnp.asarray(active)
-        restart = lambda: sqp_state.escape(problem, state, args, viol_tol=self.viol_tol, memory=self.memory)
-        return jax.lax.cond(escape, restart, lambda: self._sqp_step(problem, state, args, active))
+        restart = lambda: sqp_state.escape(problem, state, args, self.viol_tol, self.memory, self._threshold)
+        return jax.lax.cond(self._escape_due(state), restart, lambda: self._sqp_step(problem, state, args, active))
 
     def _sqp_step(self, problem: FlatProblem, state: SQPState, args: Any, active: Bool[Array, ""]) -> SQPState:
         """One SQP iteration: direction, search, then `_accept`. With `active` False (a
@@ -192,7 +197,8 @@ class SQP(AbstractSolver):
             problem, args, rows, model, H, d, y, mu, v, decrease, state.scale_f, state.scale_c, active,
             c1=self.c1, c2=self.c2, viol_tol=self.viol_tol,
         )
-        return self._accept(problem, state, args, rows, v, chosen, move, active)
+        after = self._accept(problem, state, args, rows, v, chosen, move, active)
+        return sqp_state.after_escape(state, after, self.mu0, self._threshold, self.memory)
 
     def _next_hessian(self, state: SQPState, chosen: Direction, new_model: Model, good: Array, n: int):
         """The BFGS update on the Lagrangian of the penalty subproblem (with the QP's dual
@@ -263,36 +269,30 @@ class SQP(AbstractSolver):
 
     # ---------------------------------------------------------------- terminate / report
 
+    def _converged(self, state: SQPState) -> Array:
+        tol = lambda t: dtype_tol(t, state.violation.dtype)
+        return (state.violation <= tol(self.viol_tol)) & (state.stationarity <= tol(self.opt_tol))
+
     def terminate(self, problem: FlatProblem, state: SQPState, args: Any):
-        dtype = problem.dtype
-        feasible = state.violation <= dtype_tol(self.viol_tol, dtype)
-        converged = feasible & (state.stationarity <= dtype_tol(self.opt_tol, dtype))
         unbounded = state.unbounded | (state.has_feasible & (state.best.f < self.unbounded_below))
         # A problem on which a feasible point was found is never called infeasible.
         stuck = self._stuck(state)
         infeasible = stuck & ~state.has_feasible & (state.escapes >= self.max_escapes)
-        # Stuck with a feasible point found (infeasible needs none): STALLED.
+        # Stuck with a feasible point found (infeasible needs none), or stalled with no
+        # escape left: STALLED.
+        stalled = (state.stalled | (stuck & state.has_feasible)) & ~self._escape_due(state)
         return first_status(
             (state.nonfinite, Status.NONFINITE),
-            (converged, Status.CONVERGED),
+            (self._converged(state), Status.CONVERGED),
             (unbounded, Status.UNBOUNDED),
             (infeasible, Status.INFEASIBLE),
-            (state.stalled | (stuck & state.has_feasible), Status.STALLED),
+            (stalled, Status.STALLED),
         )
 
     def report(self, problem: FlatProblem, state: SQPState, args: Any) -> Report:
-        dtype = problem.dtype
-        converged = (state.violation <= dtype_tol(self.viol_tol, dtype)) & (
-            state.stationarity <= dtype_tol(self.opt_tol, dtype)
-        )
-        return sqp_state.report(problem, state, stacked_rows(problem), converged)
+        return sqp_state.report(problem, state, stacked_rows(problem), self._converged(state))
 
     def progress(self, state: SQPState) -> Progress:
-        return Progress(
-            f=state.model.f / state.scale_f,
-            violation=state.violation,
-            stationarity=state.stationarity,
-            step=state.step_size,
-            penalty=state.mu,
-        )
+        f, step = state.model.f / state.scale_f, state.step_size
+        return Progress(f=f, violation=state.violation, stationarity=state.stationarity, step=step, penalty=state.mu)
 

@@ -142,11 +142,14 @@ def all_finite(model: Model) -> Array:
     )
 
 
-def prescaling(unscaled: Model, threshold: Array) -> tuple[Array, Array]:
+def prescaling(unscaled: Model, threshold: Array | None) -> tuple[Array, Array]:
     """PyGRANSO's prescaling at x0: (scale_f, scale_c) = min(1, threshold/||∇||_∞) of f and
     of each constraint row; a row whose gradient is nonzero but below 1e-2 is scaled up to
-    ||∇||_∞ = 1e-2 (by at most 1e8). Non-finite scales become 1."""
+    ||∇||_∞ = 1e-2 (by at most 1e8). Non-finite scales become 1; all are 1 without a
+    threshold (no prescaling)."""
     one = jnp.ones((), unscaled.f.dtype)
+    if threshold is None:
+        return one, jnp.ones_like(unscaled.c)
     thr = jnp.asarray(threshold, unscaled.f.dtype)
     norm = lambda v: jnp.max(jnp.abs(v), axis=-1, initial=0.0)
     scale_f = jnp.minimum(1.0, thr / jnp.maximum(norm(unscaled.g), 1e-300))

@@ -18,7 +18,8 @@ from jconstrain._problem import FlatProblem
 from jconstrain._solution import StopCause
 from jconstrain._solvers import sqp_hessian as hessian
 from jconstrain._solvers.base import Report, dtype_tol, escape_point
-from jconstrain._solvers.sqp_model import Model, Rows, Tracked, all_finite, evaluate, stacked_rows, tracked_record
+from jconstrain._solvers.sqp_model import Model, Rows, Tracked, all_finite, evaluate, merit_values, prescaling, scaled
+from jconstrain._solvers.sqp_model import stacked_rows, tracked_record
 from jconstrain._solvers.sqp_stationarity import Samples, first_samples
 
 
@@ -122,31 +123,84 @@ def report(problem: FlatProblem, state: SQPState, rows: Rows, converged: Bool[Ar
     )
 
 
-def escape(problem: FlatProblem, state: SQPState, args: Any, *, viol_tol: Array, memory: int | None) -> SQPState:
-    """Restart from a random point near a stuck infeasible iterate (H ← I): the k-th
-    escape starts from `escape_point` (seeded by the iteration count). Best and
-    most-feasible tracking carry on, so nothing found is lost.
+def escape(
+    problem: FlatProblem, state: SQPState, args: Any, viol_tol: Array, memory: int | None,
+    prescale_threshold: Array | None,
+) -> SQPState:
+    """`fresh_start` (μ kept: while no feasible point is known, a small μ favours
+    feasibility) from a random point near a stuck or stalled infeasible iterate: the k-th
+    escape (k = 1, 2, ...) starts from `escape_point` with relative radius 10^(k-3)
+    (1e-2, 1e-1, 1 for the default three), seeded by the iteration count.
+
+    The radius grows because a local minimiser of the violation holds the iterates within
+    its basin, whose size nothing tells. Best and most-feasible tracking carry on (the
+    most feasible point re-measured in the new scales), so nothing found is lost.
     """
     dtype = problem.dtype
+    rows = stacked_rows(problem)
     z = state.model.z
-    z_new = escape_point(z, state.escapes + 1, state.iteration, problem.lower, problem.upper)
-    new_model = evaluate(problem, z_new, args, state.scale_f, state.scale_c)
-    new_model = tree_where(all_finite(new_model), new_model, state.model)
+    radius = jnp.asarray(10.0, dtype) ** (state.escapes.astype(dtype) - 2.0)
+    z_new = escape_point(z, radius, state.iteration, problem.lower, problem.upper)
+    unscaled = evaluate(problem, z_new, args, jnp.ones((), dtype), jnp.ones_like(state.scale_c))
+    here = scaled(state.model, 1 / state.scale_f, 1 / state.scale_c)  # unscaled, to stay where c is not finite
+    unscaled = tree_where(all_finite(unscaled), unscaled, here)
+    state = fresh_start(state, unscaled, state.mu, prescale_threshold, memory)
+    record = state.most_feasible
+    _, l1_violation, _ = merit_values(problem, record.z, args, rows, state.mu, state.scale_f, state.scale_c)
+    state = eqx.tree_at(lambda s: s.most_feasible.l1_violation, state, l1_violation)
     inf = jnp.asarray(jnp.inf, dtype)
-    current = tracked_record(new_model, stacked_rows(problem), state.scale_f, state.scale_c, inf, state.y_stat * 0)
+    current = tracked_record(state.model, rows, state.scale_f, state.scale_c, inf, state.y_stat)
     feasible, best, most_feasible = track(state, current, viol_tol)
-    zero = jnp.zeros((), jnp.int32)
     return eqx.tree_at(
         lambda s: (
-            s.model, s.H, s.violation, s.stationarity, s.y_stat, s.samples, s.best, s.most_feasible,
-            s.has_feasible, s.step_size, s.step_norm, s.iteration, s.evaluations, s.search_failures,
-            s.infeasible_count, s.escapes,
+            s.violation, s.best, s.most_feasible, s.has_feasible, s.step_size, s.step_norm, s.iteration,
+            s.evaluations, s.escapes,
         ),
         state,
         (
-            new_model, hessian.identity(problem.n, dtype, memory), current.violation, inf, current.y,
-            first_samples(new_model.z, new_model.g, state.samples.valid.shape[0]), best, most_feasible,
-            state.has_feasible | feasible, jnp.zeros((), dtype), inf_norm(new_model.z - z),
-            state.iteration + 1, state.evaluations + 1, zero, zero, state.escapes + 1,
+            current.violation, best, most_feasible, state.has_feasible | feasible, jnp.zeros((), dtype),
+            inf_norm(state.model.z - z), state.iteration + 1, state.evaluations + 2, state.escapes + 1,
         ),
     )
+
+
+def fresh_start(
+    state: SQPState, unscaled: Model, mu: Array, prescale_threshold: Array | None, memory: int | None
+) -> SQPState:
+    """The state restarted at the (unscaled) model: prescaled there when
+    `prescale_threshold` is set (scales taken at a far x0 can hide a violation: exp(x)
+    scaled at x = 23 shrinks its row by 1e-8, and a violation of 16 at x = 2.8 then looks
+    stationary), H = I, μ = `mu`, one gradient sample, stationarity unmeasured, no
+    failures counted. The records' multipliers move to the new scales with the model;
+    their l1 violations are left to the caller."""
+    if prescale_threshold is None:  # the scales kept (not all 1 after a warm start)
+        scale_f, scale_c = state.scale_f, state.scale_c
+    else:
+        scale_f, scale_c = prescaling(unscaled, prescale_threshold)
+    model = scaled(unscaled, scale_f, scale_c)
+    to_new = (scale_f / scale_c) / (state.scale_f / state.scale_c)  # y_s ∝ scale_f / scale_c
+    dtype, zero = model.f.dtype, jnp.zeros((), jnp.int32)
+    return eqx.tree_at(
+        lambda s: (
+            s.model, s.H, s.mu, s.stationarity, s.y_stat, s.samples, s.best.y, s.most_feasible.y, s.scale_f,
+            s.scale_c, s.search_failures, s.infeasible_count, s.stalled,
+        ),
+        state,
+        (
+            model, hessian.identity(model.z.shape[0], dtype, memory), jnp.asarray(mu, dtype),
+            jnp.asarray(jnp.inf, dtype), jnp.zeros_like(state.y_stat),
+            first_samples(model.z, model.g, state.samples.valid.shape[0]), state.best.y * to_new,
+            state.most_feasible.y * to_new, scale_f, scale_c, zero, zero, jnp.asarray(False),
+        ),
+    )
+
+
+def after_escape(
+    before: SQPState, after: SQPState, mu0: Array, prescale_threshold: Array | None, memory: int | None
+) -> SQPState:
+    """`after`, or where it is the first feasible point after an escape, a `fresh_start`
+    there with μ >= mu0: μ was shrunk, and the scales taken, far from here."""
+    first_feasible = after.has_feasible & ~before.has_feasible & (before.escapes > 0)
+    unscaled = scaled(after.model, 1 / after.scale_f, 1 / after.scale_c)
+    restarted = fresh_start(after, unscaled, jnp.maximum(after.mu, mu0), prescale_threshold, memory)
+    return tree_where(first_feasible, restarted, after)

@@ -115,6 +115,27 @@ def test_start_at_a_stationary_point_of_the_violation_is_not_infeasible(solver, 
     assert abs(float(sol.f) - 1.0) <= 1e-6
 
 
+# min -x0 subject to exp(x0) <= x1, exp(x1) <= x2 in the box [0, 100]² x [0, 10]
+# (Hock-Schittkowski 34): x* = (ln ln 10, ln 10, 10), f* = -ln ln 10.
+EXP_CHAIN = jc.Problem(
+    objective=lambda x, a: -x[0],
+    ineq=lambda x, a: jnp.stack([jnp.exp(x[0]) - x[1], jnp.exp(x[1]) - x[2]]),
+    bounds=(jnp.zeros(3), jnp.array([100.0, 100.0, 10.0])),
+)
+
+
+def test_scales_from_a_far_start_do_not_hide_a_violation():
+    """Prescaled at x0 = (23.3, 73.8, 4.7), the two rows are shrunk by about 1e-8 and
+    1e-30: at x = (2.8, 0.8, 4.8) a violation of 16 then looked stationary and jc.SQP
+    ended INFEASIBLE. Its escapes prescale again where they restart, and the first
+    feasible point after one starts afresh: CONVERGED at x*."""
+    sol = jc.solve(EXP_CHAIN, jnp.array([23.3, 73.8, 4.7]), jc.SQP())
+    assert status_name(sol) == "CONVERGED", sol.summary()
+    x_star = np.array([np.log(np.log(10.0)), np.log(10.0), 10.0])
+    np.testing.assert_allclose(np.asarray(sol.x), x_star, atol=1e-6)
+    assert float(sol.stats.violation) <= 1e-6
+
+
 def test_projected_gradient_incompatible_projection_and_bounds():
     """ProjectedGradient: the simplex {x >= 0, Σx = 1} in R² with bounds x >= 0.6 has no
     point; the clipped projection's fixed point lies off the simplex: INFEASIBLE, with
