@@ -79,7 +79,7 @@ class SQP(AbstractSolver):
         unbounded_below: f below this on a feasible point reports UNBOUNDED.
         max_escapes: while no feasible point is found, up to this many random restarts
             from a stuck or stalled point before INFEASIBLE or STALLED, the k-th within
-            10^(k-3) max(1, ||x||_∞), each a fresh start (H = I, prescaled there
+            min(10^(k-3), 10) max(1, ||x||_∞), each a fresh start (H = I, prescaled there
             when `prescale`: scales from a far x0 can hide a violation); the first
             feasible point after one starts afresh with μ >= mu0.
         max_steps: cap on SQP iterations, each one QP-steered step with a line search

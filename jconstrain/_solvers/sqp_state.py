@@ -129,8 +129,9 @@ def escape(
 ) -> SQPState:
     """`fresh_start` (μ kept: while no feasible point is known, a small μ favours
     feasibility) from a random point near a stuck or stalled infeasible iterate: the k-th
-    escape (k = 1, 2, ...) starts from `escape_point` with relative radius 10^(k-3)
-    (1e-2, 1e-1, 1 for the default three), seeded by the iteration count.
+    escape (k = 1, 2, ...) starts from `escape_point` with relative radius
+    min(10^(k-3), 10) (1e-2, 1e-1, 1 for the default three, then 10 for any more),
+    seeded by the iteration count.
 
     The radius grows because a local minimiser of the violation holds the iterates within
     its basin, whose size nothing tells. Best and most-feasible tracking carry on (the
@@ -139,7 +140,7 @@ def escape(
     dtype = problem.dtype
     rows = stacked_rows(problem)
     z = state.model.z
-    radius = jnp.asarray(10.0, dtype) ** (state.escapes.astype(dtype) - 2.0)
+    radius = jnp.asarray(10.0, dtype) ** jnp.minimum(state.escapes.astype(dtype) - 2.0, 1.0)
     z_new = escape_point(z, radius, state.iteration, problem.lower, problem.upper)
     unscaled = evaluate(problem, z_new, args, jnp.ones((), dtype), jnp.ones_like(state.scale_c))
     here = scaled(state.model, 1 / state.scale_f, 1 / state.scale_c)  # unscaled, to stay where c is not finite
